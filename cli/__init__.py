@@ -1,0 +1,1 @@
+"""The caa-bake command line (Typer). Thin: parse, call caa_bake, print."""

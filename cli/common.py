@@ -1,0 +1,38 @@
+"""Options and output helpers shared by the commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from caa_bake.progress import is_quiet, set_quiet
+
+__all__ = ["ModelOpt", "QuietOpt", "RevisionOpt", "apply_quiet", "say"]
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub id, local directory, or 'smollm2-135m-instruct' (default; env CAA_BAKE_MODEL).",
+    ),
+]
+
+RevisionOpt = Annotated[
+    str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) to pin.")
+]
+
+
+def apply_quiet(quiet: bool) -> None:
+    """Honour ``--quiet`` (or ``CAA_BAKE_QUIET=1``) for caa-bake's and transformers' bars."""
+    if quiet or is_quiet():
+        set_quiet(True)
+
+
+def say(message: str) -> None:
+    """A status line on stderr, unless quiet. Results go to stdout with print/typer.echo."""
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)

