@@ -1,0 +1,36 @@
+"""Entry point: ``caa-bake``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from caa_bake.errors import CaaBakeError
+from cli import datasets_cmd, extract_cmd
+
+app = typer.Typer(
+    name="caa-bake",
+    help="Bake CAA steering vectors into standalone Hugging Face checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(datasets_cmd.app, name="datasets")
+extract_cmd.register(app)
+
+
+def main() -> None:
+    """Run the app; user mistakes become one ``error:`` line and exit code 1."""
+    try:
+        app()
+    except CaaBakeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
