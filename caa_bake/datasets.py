@@ -14,7 +14,6 @@ index (0-based) and what is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from caa_bake.behaviors import (
     is_anthropic,
 )
 from caa_bake.errors import CaaBakeError
+from caa_bake.hashing import file_sha256
 from caa_bake.paths import datasets_dir
 
 __all__ = [
@@ -121,15 +121,6 @@ def ab_eval_path(name: str) -> Path:
     if name not in _AB_FILES:
         raise CaaBakeError(f"unknown A/B eval '{name}'; valid: {', '.join(AB_EVALS)}")
     return datasets_dir() / _AB_FILES[name]
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 64 KiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 16), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- reading and validation ---------------------------------------------------------------

