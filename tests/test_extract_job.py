@@ -30,7 +30,15 @@ def _tree(root: Path) -> list[str]:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> dict[str, str]:
-    return {"CAA_BAKE_HOME": str(tmp_path / "ws"), "CAA_BAKE_QUIET": "1"}
+    """An empty workspace; every output folder pinned inside it (overriding session env)."""
+    ws = tmp_path / "ws"
+    return {
+        "CAA_BAKE_HOME": str(ws),
+        "CAA_BAKE_DATASETS_DIR": str(ws / "datasets"),
+        "CAA_BAKE_VECTORS_DIR": str(ws / "vectors"),
+        "CAA_BAKE_EXPORTS_DIR": str(ws / "exported_models"),
+        "CAA_BAKE_QUIET": "1",
+    }
 
 
 def test_custom_dataset_extract_writes_vector_with_metadata(
