@@ -7,6 +7,7 @@ downloads. Each builder saves a complete safetensors checkpoint to a folder.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,7 +82,7 @@ _LLAMA_LIKE: dict[str, object] = {
 }
 
 #: arch -> (config class, tiny defaults); see ``ARCHITECTURES``
-_EXTRA: dict[str, tuple[type[PreTrainedConfig], dict[str, object]]] = {
+_EXTRA: dict[str, tuple[Callable[..., PreTrainedConfig], dict[str, object]]] = {
     "granite": (
         GraniteConfig,
         {

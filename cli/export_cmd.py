@@ -1,0 +1,167 @@
+"""``caa-bake export``, ``verify``, ``inspect`` and ``unbake``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caa_bake.errors import CaaBakeError
+from cli.common import ModelOpt, QuietOpt, apply_quiet, say
+
+__all__ = ["register"]
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
+LinkOpt = Annotated[
+    bool,
+    typer.Option(
+        "--link",
+        help="Reflink or hard-link unchanged shards instead of copying them (same filesystem; "
+        "a hard-linked file is shared with the source: never edit it in place).",
+    ),
+]
+
+
+def export(
+    behavior: Annotated[
+        str | None, typer.Option("--behavior", "-b", help="Behavior whose vector to bake.")
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", "-l", help="Decoder block (0-based).")
+    ] = None,
+    mult: Annotated[
+        float | None, typer.Option("--mult", help="Multiplier (the paper uses -2 ... 2).")
+    ] = None,
+    bake: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bake",
+            help="behavior:layer:mult (repeatable; biases add). A vector file may stand in "
+            "for the behavior: path/vec.safetensors:layer:mult.",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Hub revision of --model.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: exported_models/<name>)."),
+    ] = None,
+    vector: Annotated[
+        Path | None,
+        typer.Option("--vector", help="Use this vector file instead of the cached vector."),
+    ] = None,
+    no_normalize: Annotated[
+        bool,
+        typer.Option("--no-normalize", help="Bake the raw vector, not the paper-normalized one."),
+    ] = False,
+    link: LinkOpt = False,
+    force: ForceOpt = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the verification after writing.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
+    from caa_bake.export import (
+        BakeSpec,
+        export_checkpoint,
+        export_name,
+        parse_bake_spec,
+        resolve_bakes,
+    )
+    from caa_bake.models import resolve_model
+    from caa_bake.paths import exports_dir
+    from caa_bake.verify import verify_export
+
+    apply_quiet(quiet)
+    specs: list[BakeSpec] = []
+    given = [x is not None for x in (behavior, layer, mult)]
+    if any(given):
+        if not all(given):
+            raise CaaBakeError("give --behavior, --layer and --mult together (or use --bake)")
+        assert behavior is not None and layer is not None and mult is not None
+        specs.append(BakeSpec(behavior, layer, mult, vector))
+    elif vector is not None:
+        raise CaaBakeError("--vector needs --behavior (its name), --layer and --mult")
+    specs += [parse_bake_spec(text) for text in bake or []]
+    if not specs:
+        raise CaaBakeError("nothing to bake: give --behavior B --layer L --mult M, or --bake")
+    ref = resolve_model(model, revision=revision)
+    bakes = resolve_bakes(ref, specs, normalized=not no_normalize, status=say)
+    target = out if out is not None else exports_dir() / export_name(ref.slug, bakes)
+    lines: list[str] = []
+
+    def check(folder: Path) -> None:
+        say("verifying the export (reload from disk, compare with hook steering) ...")
+        report = verify_export(folder, source=ref.path)
+        report.export_dir = target
+        lines.extend(report.lines())
+        if not report.ok:
+            for line in lines:
+                typer.echo(line)
+            raise CaaBakeError(f"verification failed; nothing was written to {target}")
+
+    result = export_checkpoint(
+        ref, bakes, target, link=link, force=force, before_commit=None if no_verify else check
+    )
+    for line in [*result.summary(), *lines]:
+        typer.echo(line)
+    typer.echo(f"exported: {result.path}")
+
+
+def verify(
+    export_dir: Annotated[Path, typer.Argument(help="An export folder.")],
+    source: Annotated[
+        Path | None,
+        typer.Option("--source", help="Source model folder (default: the one recorded)."),
+    ] = None,
+    tokens: Annotated[
+        int, typer.Option("--tokens", min=1, help="Greedy tokens per probe prompt.")
+    ] = 8,
+    no_lm_eval: Annotated[
+        bool, typer.Option("--no-lm-eval", help="Skip the lm-eval loglikelihood check.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reload an export from disk and compare it with its source plus hook steering."""
+    from caa_bake.verify import verify_export
+
+    apply_quiet(quiet)
+    report = verify_export(export_dir, source=source, new_tokens=tokens, lm_eval=not no_lm_eval)
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise CaaBakeError(f"{export_dir} failed verification (see above)")
+
+
+def inspect(export_dir: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
+    """Show what is baked into an export (reads files only)."""
+    from caa_bake.verify import inspect_export
+
+    for line in inspect_export(export_dir):
+        typer.echo(line)
+
+
+def unbake(
+    export_dir: Annotated[Path, typer.Argument(help="An export folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the original model.")],
+    link: LinkOpt = False,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Restore the original weights and config of an export."""
+    from caa_bake.unbake import unbake_checkpoint
+
+    apply_quiet(quiet)
+    typer.echo(f"restored: {unbake_checkpoint(export_dir, out, link=link, force=force)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export``, ``verify``, ``inspect`` and ``unbake`` to ``app``."""
+    app.command("export")(export)
+    app.command("verify")(verify)
+    app.command("inspect")(inspect)
+    app.command("unbake")(unbake)
