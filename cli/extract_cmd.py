@@ -9,7 +9,6 @@ import typer
 
 from caa_bake.behaviors import CAA_BEHAVIORS
 from caa_bake.errors import CaaBakeError
-from caa_bake.extract_job import ExtractJob, run_extract_job
 from cli.common import ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
 
 __all__ = ["register"]
@@ -45,6 +44,8 @@ def extract(
     quiet: QuietOpt = False,
 ) -> None:
     """Extract CAA vectors: mean(matching - non-matching) after block L at the answer letter."""
+    from caa_bake.extract_job import ExtractJob, run_extract_job  # torch/transformers: lazily
+
     apply_quiet(quiet)
     names = list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])
     if not names and dataset is None:
