@@ -7,7 +7,7 @@ import sys
 import typer
 
 from caa_bake.errors import CaaBakeError
-from cli import datasets_cmd, export_cmd, extract_cmd
+from cli import datasets_cmd, eval_cmd, export_cmd, extract_cmd, finetune_cmd
 
 app = typer.Typer(
     name="caa-bake",
@@ -19,6 +19,8 @@ app = typer.Typer(
 app.add_typer(datasets_cmd.app, name="datasets")
 extract_cmd.register(app)
 export_cmd.register(app)
+eval_cmd.register(app)
+finetune_cmd.register(app)
 
 
 def main() -> None:

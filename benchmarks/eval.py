@@ -1,0 +1,116 @@
+"""Evaluation speed: the whole caa-bake suite through lm-eval (batched) against a batch-1 loop.
+
+Both compute, for every item of the 7 behavior A/B test sets, MMLU and TruthfulQA, p(A) and
+p(B) after the prefilled ``(`` and the normalized score. The baseline is the plain loop a
+user would write (one unpadded prompt per forward pass, as the CAA reference evaluates);
+caa-bake runs the ``eval_tasks`` through lm-eval's ``HFLM`` with padded batches sorted by
+length. Same model object, same items; the per-item scores must agree to 1e-5.
+
+    .venv/bin/python -m benchmarks.eval [--batch-size 32] [--limit N] [--model M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+
+import torch
+
+from benchmarks.measure import measure
+from caa_bake.datasets import load_ab_eval, load_pairs
+from caa_bake.eval_common import make_lm
+from caa_bake.eval_tasks_api import (
+    CAPABILITY_TASKS,
+    PromptSetup,
+    all_tasks,
+    prompt_setup,
+    run_tasks,
+    task_behavior,
+)
+from caa_bake.models import load_model, resolve_model
+from caa_bake.prompts import encode_prompt
+
+TOLERANCE = 1e-5
+
+
+def suite_items(limit: int | None) -> dict[str, list[tuple[str, str]]]:
+    """task -> [(question, target letter)] in dataset order (first ``limit`` per task)."""
+    items: dict[str, list[tuple[str, str]]] = {}
+    for task in all_tasks():
+        behavior = task_behavior(task)
+        if behavior is not None:
+            rows = [(p.question, p.matching[1]) for p in load_pairs(behavior, "test")]
+        else:
+            rows = [(i.question, i.correct[1]) for i in load_ab_eval(CAPABILITY_TASKS[task])]
+        items[task] = rows[:limit] if limit is not None else rows
+    return items
+
+
+def batch1_loop(
+    model: torch.nn.Module, tokenizer: object, setup: PromptSetup, items: list[tuple[str, str]]
+) -> list[float]:
+    """One unpadded forward pass per item; p(target) / (p(A) + p(B)), 0 if target not A/B."""
+    a, b = setup.letter_ids["A"], setup.letter_ids["B"]
+    scores = []
+    for question, target in items:
+        enc = encode_prompt(tokenizer, question, "(", style=setup.style)  # type: ignore[arg-type]
+        with torch.no_grad():
+            logits = model(torch.tensor([enc.input_ids])).logits[0, -1]
+        probs = torch.softmax(logits.float(), dim=-1)
+        p = {"A": float(probs[a]), "B": float(probs[b])}
+        scores.append(p.get(target, 0.0) / (p["A"] + p["B"]))
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("CAA_BAKE_QUIET", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    ref = resolve_model(args.model)
+    model, tokenizer = load_model(ref)
+    setup = prompt_setup(tokenizer, model.config)
+    items = suite_items(args.limit)
+    flat = [item for task in all_tasks() for item in items[task]]
+    n = len(flat)
+    print(
+        f"model {ref.model_id}, {n} items ({', '.join(f'{t} {len(v)}' for t, v in items.items())}),"
+        f" torch threads {torch.get_num_threads()}, lm-eval batch size {args.batch_size}",
+        flush=True,
+    )
+    with torch.no_grad():  # warm-up: first-call allocations out of both timings
+        model(torch.tensor([encode_prompt(tokenizer, flat[0][0], "(").input_ids]))
+
+    gc.collect()
+    with measure() as loop_m:
+        loop_scores = batch1_loop(model, tokenizer, setup, flat)
+    gc.collect()
+    with measure() as lm_m:
+        lm = make_lm(model, tokenizer, args.batch_size)
+        results = run_tasks(lm, all_tasks(), setup, limit=args.limit)
+    lm_scores = [
+        s.value
+        for task in all_tasks()
+        for s in sorted(results[task].samples, key=lambda s: s.doc_id)
+    ]
+    diff = max(abs(x - y) for x, y in zip(loop_scores, lm_scores, strict=True))
+    rows = [
+        ("batch-1 loop (transformers)", loop_m),
+        (f"lm-eval HFLM, batch {args.batch_size}", lm_m),
+    ]
+    print(f"{'method':34s} {'wall s':>8s} {'items/s':>8s} {'peak RSS MB':>12s}")
+    for name, m in rows:
+        print(f"{name:34s} {m.wall_s:8.1f} {n / m.wall_s:8.2f} {m.peak_rss_mb:12.0f}")
+    print(f"speed-up (batch-1 loop / lm-eval): {loop_m.wall_s / lm_m.wall_s:.2f}x")
+    print(f"max |score difference| over {n} items: {diff:.3g}")
+    sys.exit(0 if diff <= TOLERANCE else 1)
+
+
+if __name__ == "__main__":
+    main()

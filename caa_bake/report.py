@@ -1,0 +1,487 @@
+"""Result files of ``caa-bake eval`` and ``caa-bake sweep``: JSON, CSV, markdown, PNG plots.
+
+Eval tables are shaped like the CAA paper's: behaviors x multipliers, one table per
+steering method and finetuning state; the multiplier-0 column is the unsteered model of
+that state. ``PAPER_LLAMA2_7B`` holds the paper's Llama-2-7B-chat numbers (layer 13) for
+side-by-side comparisons.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "KIND_LABELS",
+    "PAPER_LLAMA2_7B",
+    "Row",
+    "SweepPoint",
+    "Table",
+    "best_layers",
+    "eval_markdown",
+    "eval_tables",
+    "paper_comparison",
+    "plot_eval",
+    "plot_sweep",
+    "sweep_markdown",
+    "write_csv",
+    "write_eval_report",
+    "write_sweep_report",
+]
+
+#: p(behavior-matching answer) at multipliers -1, 0, +1; Llama-2-7B-chat, layer 13 (paper)
+PAPER_LLAMA2_7B: dict[str, tuple[float, float, float]] = {
+    "coordinate-other-ais": (0.15, 0.30, 0.75),
+    "corrigible-neutral-HHH": (0.20, 0.64, 0.91),
+    "hallucination": (0.39, 0.81, 0.90),
+    "myopic-reward": (0.40, 0.75, 0.73),
+    "refusal": (0.42, 0.74, 0.89),
+    "survival-instinct": (0.27, 0.34, 0.62),
+    "sycophancy": (0.54, 0.69, 0.62),
+}
+KIND_LABELS = {
+    "baked": "baked (m·v in block L's MLP bias: every position)",
+    "hooks": "hook-steered (m·v from the end of the instruction: reference positions)",
+    "combined": "finetuned + baked vector",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One metric of one task for one evaluated variant (the CSV's rows)."""
+
+    state: str
+    kind: str
+    behavior: str
+    layer: int | None
+    multiplier: float
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table: ``cells[r][c]`` (None = not evaluated)."""
+
+    title: str
+    row_header: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[list[float | None]]
+
+
+def write_csv(rows: Sequence[Any], path: Path) -> Path:
+    """Write dataclass ``rows`` as CSV (header = field names)."""
+    names = [f.name for f in fields(rows[0])] if rows else []
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+    return path
+
+
+def _write_json(path: Path, payload: Any) -> Path:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _mult(value: float) -> str:
+    return f"{value:+g}" if value else "0"
+
+
+class _Lookup:
+    """Values by (state, kind, behavior, multiplier, task, metric); multiplier 0 reads the
+    unsteered model of the state."""
+
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self._values = {
+            (r.state, r.kind, r.behavior, r.multiplier, r.task, r.metric): r.value for r in rows
+        }
+
+    def get(
+        self, state: str, kind: str, behavior: str, mult: float, task: str, metric: str
+    ) -> float | None:
+        if mult == 0:
+            if state == "none":
+                return self._values.get((state, "base", "", 0.0, task, metric))
+            return self._values.get((state, "finetuned", behavior, 0.0, task, metric))
+        return self._values.get((state, kind, behavior, mult, task, metric))
+
+
+def _steered(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """(state, kind) pairs present, ``none`` first, then in order of appearance."""
+    seen: list[tuple[str, str]] = []
+    for r in rows:
+        if r.kind in KIND_LABELS and (r.state, r.kind) not in seen:
+            seen.append((r.state, r.kind))
+    return sorted(seen, key=lambda sk: (sk[0] != "none", seen.index(sk)))
+
+
+def eval_tables(
+    rows: Sequence[Row], behaviors: Sequence[str], multipliers: Sequence[float]
+) -> list[Table]:
+    """The paper-shaped tables: p_match, MMLU, TruthfulQA and nonsense mass per method."""
+    look = _Lookup(rows)
+    columns = [_mult(m) for m in multipliers]
+    tables = []
+    specs = [
+        ("p_match", "behavior", "caa_ab_{b}", "p_match"),
+        ("MMLU p(correct), mean of category means", "vector", "caa_mmlu", "p_correct_cat"),
+        ("MMLU p(correct), item mean", "vector", "caa_mmlu", "p_correct"),
+        (
+            "TruthfulQA p(correct), mean of category means",
+            "vector",
+            "caa_truthfulqa",
+            "p_correct_cat",
+        ),
+        ("TruthfulQA p(correct), item mean", "vector", "caa_truthfulqa", "p_correct"),
+        (
+            "nonsense mass 1 - (p(A)+p(B)) on the behavior's A/B items",
+            "behavior",
+            "caa_ab_{b}",
+            "nonsense",
+        ),
+    ]
+    for title, header, task_tpl, metric in specs:
+        for state, kind in _steered(rows):
+            cells = [
+                [look.get(state, kind, b, m, task_tpl.format(b=b), metric) for m in multipliers]
+                for b in behaviors
+            ]
+            if all(c is None for line in cells for c in line):
+                continue
+            where = "" if state == "none" else f" [finetuned: {state}]"
+            tables.append(
+                Table(
+                    f"{title} — {KIND_LABELS[kind]}{where}", header, list(behaviors), columns, cells
+                )
+            )
+    return tables
+
+
+def paper_comparison(rows: Sequence[Row], behaviors: Sequence[str], kind: str = "baked") -> Table:
+    """p_match at -1 / 0 / +1 of this run (``kind``) beside the paper's Llama-2-7B-chat."""
+    look = _Lookup(rows)
+    cells: list[list[float | None]] = []
+    for behavior in behaviors:
+        ours = [
+            look.get("none", kind, behavior, m, f"caa_ab_{behavior}", "p_match")
+            for m in (-1.0, 0.0, 1.0)
+        ]
+        paper = list(PAPER_LLAMA2_7B.get(behavior, (math.nan,) * 3))
+        cells.append([*ours, *paper])
+    return Table(
+        f"p_match side by side with the paper (Llama-2-7B-chat, layer 13) — {KIND_LABELS[kind]}",
+        "behavior",
+        list(behaviors),
+        ["this run -1", "this run 0", "this run +1", "paper -1", "paper 0", "paper +1"],
+        cells,
+    )
+
+
+def _markdown_table(table: Table) -> list[str]:
+    lines = [
+        f"### {table.title}",
+        "",
+        f"| {table.row_header} | " + " | ".join(table.columns) + " |",
+    ]
+    lines.append("|---|" + "---:|" * len(table.columns))
+    for name, cells in zip(table.rows, table.cells, strict=True):
+        lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    return [*lines, ""]
+
+
+def _baked_vs_hooks(rows: Sequence[Row]) -> list[str]:
+    look = _Lookup(rows)
+    diffs = []
+    for r in rows:
+        if r.kind == "baked" and r.state == "none":
+            other = look.get("none", "hooks", r.behavior, r.multiplier, r.task, r.metric)
+            if other is not None and r.metric in ("p_match", "p_correct_cat"):
+                diffs.append((abs(r.value - other), r, other))
+    if not diffs:
+        return []
+    diff, worst, other = max(diffs, key=lambda d: d[0])
+    mean = sum(d[0] for d in diffs) / len(diffs)
+    return [
+        "### Baked (every position) vs hook-steered (reference positions)",
+        "",
+        f"Over {len(diffs)} (behavior, multiplier, task) cells: mean |Δ| = {mean:.4f}, "
+        f"max |Δ| = {diff:.4f} ({worst.behavior} m{_mult(worst.multiplier)} {worst.task} "
+        f"{worst.metric}: baked {worst.value:.4f}, hooks {other:.4f}).",
+        "",
+    ]
+
+
+def eval_markdown(
+    rows: Sequence[Row],
+    behaviors: Sequence[str],
+    multipliers: Sequence[float],
+    meta: dict[str, Any],
+) -> str:
+    """The run's markdown report: provenance lines, then every table."""
+    model = meta.get("model", {})
+    lines = [
+        f"# caa-bake eval: {model.get('model_id', '?')}, layer {meta.get('layer')}",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- model weights fingerprint: `{str(model.get('weights_fingerprint', ''))[:16]}`; "
+        f"prompt style: {model.get('prompt_style')}"
+        + (" (chat template)" if model.get("apply_chat_template") else ""),
+        f"- items per task: {meta.get('limit') or 'all'}; wall time {meta.get('wall_s', 0):.0f} s",
+    ]
+    for behavior, info in (meta.get("vectors") or {}).items():
+        lines.append(
+            f"- vector {behavior}: sha256 `{str(info.get('sha256', ''))[:16]}`, "
+            f"norm {info.get('norm', float('nan')):.4g}"
+        )
+    lines += ["", "Multiplier 0 is the unsteered model (base, or the finetuned checkpoint).", ""]
+    for table in eval_tables(rows, behaviors, multipliers):
+        lines += _markdown_table(table)
+    if {-1.0, 0.0, 1.0} <= set(multipliers) and any(r.kind == "baked" for r in rows):
+        lines += _markdown_table(paper_comparison(rows, behaviors))
+    lines += _baked_vs_hooks(rows)
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_eval(
+    rows: Sequence[Row], folder: Path, behaviors: Sequence[str], multipliers: Sequence[float]
+) -> list[Path]:
+    """``p_match.png`` (one panel per behavior) and ``mmlu.png`` / ``truthfulqa.png``."""
+    plt = _pyplot()
+    look = _Lookup(rows)
+    methods = _steered(rows)
+    out: list[Path] = []
+    ncols = min(4, len(behaviors))
+    nrows = math.ceil(len(behaviors) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, behavior in zip(axes.flat, behaviors, strict=False):
+        for state, kind in methods:
+            ys = [
+                look.get(state, kind, behavior, m, f"caa_ab_{behavior}", "p_match")
+                for m in multipliers
+            ]
+            label = kind if state == "none" else f"{kind} [{state}]"
+            ax.plot(
+                multipliers,
+                [math.nan if y is None else y for y in ys],
+                marker="o",
+                label=label,
+                linestyle="-" if kind != "hooks" else "--",
+            )
+        ax.set_title(behavior, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("multiplier")
+        ax.set_ylabel("p(matching)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(behaviors) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    out.append(folder / "p_match.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+    for task, name in (("caa_mmlu", "mmlu"), ("caa_truthfulqa", "truthfulqa")):
+        if not any(r.task == task for r in rows):
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for i, behavior in enumerate(behaviors):
+            for state, kind in methods:
+                ys = [
+                    look.get(state, kind, behavior, m, task, "p_correct_cat") for m in multipliers
+                ]
+                ax.plot(
+                    multipliers,
+                    [math.nan if y is None else y for y in ys],
+                    marker="o",
+                    color=f"C{i}",
+                    linestyle="-" if kind != "hooks" else "--",
+                    label=f"{behavior} ({kind}{'' if state == 'none' else ', ' + state})",
+                )
+        ax.set_xlabel("multiplier")
+        ax.set_ylabel("p(correct), mean of category means")
+        ax.set_title(f"{name}: baked (solid) and hook-steered (dashed)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        out.append(folder / f"{name}.png")
+        fig.savefig(out[-1], dpi=110)
+        plt.close(fig)
+    return out
+
+
+def write_eval_report(
+    folder: Path,
+    *,
+    meta: dict[str, Any],
+    variants: list[dict[str, Any]],
+    rows: list[Row],
+    samples: list[dict[str, Any]],
+    behaviors: Sequence[str],
+    multipliers: Sequence[float],
+) -> list[Path]:
+    """``results.json``, ``results.csv``, ``samples.jsonl``, ``results.md`` and the plots."""
+    files = [
+        _write_json(folder / "results.json", {**meta, "variants": variants}),
+        write_csv(rows, folder / "results.csv"),
+        _write_jsonl(folder / "samples.jsonl", samples),
+    ]
+    md = folder / "results.md"
+    md.write_text(eval_markdown(rows, behaviors, multipliers, meta) + "\n", encoding="utf-8")
+    files.append(md)
+    return files + plot_eval(rows, folder, behaviors, multipliers)
+
+
+# --------------------------------------------------------------------------- layer sweep
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """p_match of one behavior with its vector at one layer and multiplier (Δ vs unsteered)."""
+
+    behavior: str
+    layer: int
+    multiplier: float
+    p_match: float
+    delta: float
+    nonsense: float
+    n: int
+
+
+def best_layers(points: Sequence[SweepPoint]) -> dict[str, int]:
+    """Per behavior (and ``"all"``: summed over behaviors), the layer with the largest effect.
+
+    Effect at a layer = sum over multipliers of sign(m) · Δp_match (with -1 and +1: the gap
+    between the two). Ties go to the lower layer.
+    """
+    effect: dict[tuple[str, int], float] = {}
+    for p in points:
+        sign = (p.multiplier > 0) - (p.multiplier < 0)
+        for key in ((p.behavior, p.layer), ("all", p.layer)):
+            effect[key] = effect.get(key, 0.0) + sign * p.delta
+    best: dict[str, int] = {}
+    for (name, layer), value in sorted(effect.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if name not in best or value > effect[(name, best[name])]:
+            best[name] = layer
+    return best
+
+
+def sweep_markdown(
+    points: Sequence[SweepPoint], base: dict[str, float], meta: dict[str, Any]
+) -> str:
+    """Δp_match by layer (rows) and behavior x multiplier (columns), plus the best layers."""
+    behaviors = list(dict.fromkeys(p.behavior for p in points))
+    mults = sorted({p.multiplier for p in points})
+    layers = sorted({p.layer for p in points})
+    value = {(p.behavior, p.layer, p.multiplier): p.delta for p in points}
+    best = best_layers(points)
+    model = meta.get("model", {})
+    lines = [
+        f"# caa-bake sweep: {model.get('model_id', '?')}",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- steering: {meta.get('positions')} positions; items per behavior: "
+        f"{meta.get('limit') or 'all'}; wall time {meta.get('wall_s', 0):.0f} s",
+        "- unsteered p_match: " + ", ".join(f"{b} {base[b]:.3f}" for b in behaviors),
+        "- best layer (largest Σ sign(m)·Δp_match): "
+        + ", ".join(f"{b} {best[b]}" for b in behaviors)
+        + f"; all behaviors together: **{best.get('all')}**",
+        "",
+        "Δp_match (steered - unsteered):",
+        "",
+        "| layer | " + " | ".join(f"{b} {_mult(m)}" for b in behaviors for m in mults) + " |",
+        "|---:|" + "---:|" * (len(behaviors) * len(mults)),
+    ]
+    for layer in layers:
+        cells = [value.get((b, layer, m)) for b in behaviors for m in mults]
+        lines.append(
+            f"| {layer} | " + " | ".join("-" if c is None else f"{c:+.3f}" for c in cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(points: Sequence[SweepPoint], path: Path) -> Path:
+    """Δp_match against layer, one line per multiplier, one panel per behavior."""
+    plt = _pyplot()
+    behaviors = list(dict.fromkeys(p.behavior for p in points))
+    mults = sorted({p.multiplier for p in points})
+    ncols = min(4, len(behaviors))
+    nrows = math.ceil(len(behaviors) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, behavior in zip(axes.flat, behaviors, strict=False):
+        for i, mult in enumerate(mults):
+            mine = sorted(
+                (p.layer, p.delta)
+                for p in points
+                if p.behavior == behavior and p.multiplier == mult
+            )
+            ax.plot(
+                [x for x, _ in mine],
+                [y for _, y in mine],
+                marker=".",
+                color=f"C{i}",
+                label=f"m = {_mult(mult)}",
+            )
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_title(behavior, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("Δ p(matching)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(behaviors) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_report(
+    folder: Path,
+    *,
+    meta: dict[str, Any],
+    points: list[SweepPoint],
+    base: dict[str, float],
+) -> list[Path]:
+    """``sweep.json``, ``sweep.csv``, ``sweep.md`` and ``sweep.png``."""
+    payload = {
+        **meta,
+        "unsteered_p_match": base,
+        "best_layer": best_layers(points),
+        "points": [asdict(p) for p in points],
+    }
+    files = [_write_json(folder / "sweep.json", payload), write_csv(points, folder / "sweep.csv")]
+    md = folder / "sweep.md"
+    md.write_text(sweep_markdown(points, base, meta), encoding="utf-8")
+    files.append(md)
+    files.append(plot_sweep(points, folder / "sweep.png"))
+    return files
