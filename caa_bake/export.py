@@ -477,8 +477,22 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _source_record(source: SourceModel, raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def finetune_block(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``caa_bake`` block of a ``caa-bake finetune`` checkpoint's config, else None.
+
+    A finetuned checkpoint is a plain model that may be baked into (a *combined* model); a
+    caa-bake export (a bake already in the weights) may not.
+    """
+    block = raw.get(CONFIG_KEY)
+    if isinstance(block, dict) and block.get("kind") == "finetune":
+        return dict(block)
+    return None
+
+
+def _source_record(
+    source: SourceModel, raw: Mapping[str, Any], finetune: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "model_id": source.model_id,
         "revision": source.revision,
         "path": str(source.path),
@@ -486,6 +500,9 @@ def _source_record(source: SourceModel, raw: Mapping[str, Any]) -> dict[str, Any
         "model_type": raw.get("model_type"),
         "architectures": raw.get("architectures"),
     }
+    if finetune is not None:
+        record["finetune"] = dict(finetune)
+    return record
 
 
 def export_checkpoint(
@@ -513,7 +530,8 @@ def export_checkpoint(
     """
     folder = Path(source.path)
     raw, resolved = load_source_config(folder)
-    if CONFIG_KEY in raw:
+    finetune = finetune_block(raw)
+    if CONFIG_KEY in raw and finetune is None:
         raise CaaBakeError(
             f"{folder} is already a caa-bake export; bake into the original model (give "
             "several --bake to stack vectors) or run `caa-bake unbake` first"
@@ -529,7 +547,7 @@ def export_checkpoint(
         "format": EXPORT_FORMAT,
         "tool": f"caa-bake {__version__}",
         "rule": rule.name,
-        "source": _source_record(source, raw),
+        "source": _source_record(source, raw, finetune),
         "bakes": [b.record() for b in bakes],
         "biases": {
             "dtype": str(plan.dtype).removeprefix("torch."),
@@ -654,11 +672,14 @@ def resolve_bakes(
     *,
     normalized: bool = True,
     status: Callable[[str], None] | None = None,
+    vector_model: ModelRef | None = None,
 ) -> list[Bake]:
     """Fetch each spec's vector: from its file, else the cache (extracting it if missing).
 
     Every spec is checked against the model (architecture, layer range, multiplier) before
     anything is extracted. ``normalized`` asks the cache for the paper-normalized vector.
+    ``vector_model`` takes the cached vectors from another model with the same shapes (the
+    base model of a finetuned ``source``: the paper's combined model) instead of ``source``.
     """
     from caa_bake.behaviors import check_behavior
     from caa_bake.vector_cache import get_vector
@@ -670,6 +691,9 @@ def resolve_bakes(
     n_layers, _hidden = _dims(resolved)
     for spec in specs:
         _check_spec(spec, n_layers)
+    donor = source if vector_model is None else vector_model
+    if vector_model is not None:
+        _check_same_shapes(source, vector_model, n_layers, _hidden)
     cached: dict[str, list[int]] = {}
     for spec in specs:
         if spec.vector_file is None:
@@ -678,9 +702,10 @@ def resolve_bakes(
             if spec.layer not in cached[name]:
                 cached[name].append(spec.layer)
     vectors = {
-        name: get_vector(source, name, sorted(layers), normalized=normalized)
+        name: get_vector(donor, name, sorted(layers), normalized=normalized)
         for name, layers in cached.items()
     }
+    origin = "cache" if vector_model is None else f"model:{vector_model.model_id}"
     bakes: list[Bake] = []
     for spec in specs:
         if spec.vector_file is not None:
@@ -702,5 +727,16 @@ def resolve_bakes(
             )
         else:
             name = check_behavior(spec.behavior)
-            bakes.append(Bake(name, spec.layer, spec.multiplier, vectors[name]))
+            bakes.append(Bake(name, spec.layer, spec.multiplier, vectors[name], origin))
     return bakes
+
+
+def _check_same_shapes(source: ModelRef, donor: ModelRef, n_layers: int, hidden: int) -> None:
+    """``donor``'s vectors fit ``source``: same number of blocks and hidden size."""
+    _raw, resolved = load_source_config(donor.path)
+    if _dims(resolved) != (n_layers, hidden):
+        d_layers, d_hidden = _dims(resolved)
+        raise CaaBakeError(
+            f"--vector-from {donor.model_id} has {d_layers} blocks of width {d_hidden}, "
+            f"but {source.model_id} has {n_layers} of width {hidden}: its vectors do not fit"
+        )

@@ -96,6 +96,21 @@ def _usage(name: str, block: Mapping[str, Any], config: Mapping[str, Any]) -> li
     return lines
 
 
+def _combined_note(source: Mapping[str, Any]) -> list[str]:
+    """For a combined model (a finetuned checkpoint with a vector baked in): what it is."""
+    finetune = source.get("finetune")
+    if not isinstance(finetune, Mapping):
+        return []
+    base = finetune.get("base", {})
+    return [
+        f"The source is a `caa-bake finetune` checkpoint ({finetune.get('behavior')}, "
+        f"direction `{finetune.get('direction')}`) of `{base.get('model_id', '?')}`; "
+        "together with the vector below this is a *combined* (finetuned + steered) model. "
+        "Its finetuning record is kept in `config.json` under `caa_bake.source.finetune`.",
+        "",
+    ]
+
+
 def render_model_card(name: str, config: Mapping[str, Any], evaluation: str | None = None) -> str:
     """The README.md text for an export named ``name`` with ``config`` (holding ``caa_bake``).
 
@@ -125,6 +140,7 @@ def render_model_card(name: str, config: Mapping[str, Any], evaluation: str | No
         "",
         "## What was baked",
         "",
+        *_combined_note(source),
         *_bakes_table(block),
         "",
         f"Rule `{block.get('rule')}`: {rule.note if rule else ''}. "

@@ -57,6 +57,15 @@ def export(
         bool,
         typer.Option("--no-normalize", help="Bake the raw vector, not the paper-normalized one."),
     ] = False,
+    vector_from: Annotated[
+        str | None,
+        typer.Option(
+            "--vector-from",
+            help="Take the vector from this model (hub id, folder or 'smollm2-135m-instruct') "
+            "instead of --model: bake the base model's vector into a finetuned checkpoint "
+            "(a combined model, as in the paper).",
+        ),
+    ] = None,
     link: LinkOpt = False,
     force: ForceOpt = False,
     no_verify: Annotated[
@@ -90,7 +99,10 @@ def export(
     if not specs:
         raise CaaBakeError("nothing to bake: give --behavior B --layer L --mult M, or --bake")
     ref = resolve_model(model, revision=revision)
-    bakes = resolve_bakes(ref, specs, normalized=not no_normalize, status=say)
+    donor = None if vector_from is None else resolve_model(vector_from)
+    if donor is not None and any(spec.vector_file is not None for spec in specs):
+        raise CaaBakeError("--vector-from takes cached vectors; it cannot be used with --vector")
+    bakes = resolve_bakes(ref, specs, normalized=not no_normalize, status=say, vector_model=donor)
     target = out if out is not None else exports_dir() / export_name(ref.slug, bakes)
     lines: list[str] = []
 

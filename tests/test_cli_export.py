@@ -361,3 +361,50 @@ def test_default_path_extracts_and_bakes_smollm2(
     assert (
         tmp_path / "vectors" / "smollm2-135m-instruct" / "corrigible-neutral-HHH.safetensors"
     ).is_file()
+
+
+_REFUSAL_L1 = ["--behavior", "refusal", "--layer", "1", "--mult", "1"]
+
+
+def test_vector_from_a_model_of_other_shapes(
+    source: Path, workspace: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    wider = build_model("llama", tmp_path / "wider", hidden_size=48)
+    capsys.readouterr()  # the save progress bar
+    before = tree_digest(source)
+    code, out, err = run_cli(
+        ["export", "--model", str(source), "--vector-from", str(wider), *_REFUSAL_L1],
+        capsys,
+        monkeypatch,
+    )
+    _one_error_line(code, out, err, "its vectors do not fit")
+    assert not workspace.exists()
+    assert tree_digest(source) == before
+
+
+def test_vector_from_with_a_vector_file(
+    source: Path, vector_file: Path, workspace: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "export",
+            "--model",
+            str(source),
+            "--vector-from",
+            str(source),
+            "--vector",
+            str(vector_file),
+            "--behavior",
+            "custom",
+            "--layer",
+            "1",
+            "--mult",
+            "1",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    _one_error_line(code, out, err, "cannot be used with --vector")
+    assert not workspace.exists()
