@@ -10,8 +10,9 @@ Variants (a *state* is the finetuning state: ``none``, or a ``--finetuned NAME=D
 - ``hooks``: the source model with ``m x v`` added to block L's output from the end of the
   instruction onward (the CAA reference positions; :mod:`caa_bake.eval_steering`);
 - ``finetuned``: a finetuned checkpoint (multiplier 0);
-- ``combined``: the finetuned checkpoint with the *source model's* vector added at every
-  position (forward hooks: numerically what baking it gives).
+- ``combined``: the finetuned checkpoint with the *source model's* vector baked in (the
+  export ``caa-bake export --model <finetuned> --vector-from <source>`` writes, reused when
+  an identical one exists), reloaded from disk.
 
 Multiplier 0 is not re-evaluated: its column shows the unsteered model of the state. Every
 variant runs the same lm-eval tasks through ``simple_evaluate`` on an ``HFLM`` built around
@@ -58,7 +59,6 @@ from caa_bake.layers import check_layer
 from caa_bake.models import ModelRef, check_model_dir, load_model, num_layers, resolve_model
 from caa_bake.paths import exports_dir
 from caa_bake.report import Row, write_eval_report
-from caa_bake.steering import add_to_block_outputs
 from caa_bake.vector_cache import get_vector
 from caa_bake.vectors import SteeringVector
 
@@ -268,20 +268,27 @@ def _prepared(
             assert vector is not None
             bake = Bake(variant.behavior, job.layer, variant.multiplier, vector)
             folder, note = ensure_export(ref, bake, rebuild=job.rebuild, status=status)
+        elif variant.kind == "combined":
+            # the source model's vector baked into the finetuned checkpoint, as
+            # `caa-bake export --model <finetuned> --vector-from <source>` writes it
+            assert vector is not None and variant.model_dir is not None
+            bake = Bake(
+                variant.behavior,
+                job.layer,
+                variant.multiplier,
+                vector,
+                f"model:{ref.model_id}",
+            )
+            finetuned = resolve_model(str(variant.model_dir))
+            folder, how = ensure_export(finetuned, bake, rebuild=job.rebuild, status=status)
+            note = f"finetuned checkpoint + the source model's vector, baked ({how})"
         else:
             assert variant.model_dir is not None
             folder, note = variant.model_dir, "finetuned checkpoint"
         model_ref = resolve_model(str(folder))
         model, _tok = load_model(model_ref, device=str(loaded.loader.device))
-        steer: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if variant.kind == "combined":
-            # every position, i.e. exactly what baking the vector into this checkpoint gives
-            # (export and bake_in_memory refuse a checkpoint that carries a caa_bake block)
-            steer = add_to_block_outputs(model, delta)
-            note = "finetuned checkpoint + the source model's vector at every position (hooks)"
         try:
-            with steer:
-                yield _Prepared(model, str(folder), model_ref.weights_fingerprint, note)
+            yield _Prepared(model, str(folder), model_ref.weights_fingerprint, note)
         finally:
             del model
             gc.collect()

@@ -2,8 +2,9 @@
 
 The end-to-end run uses cached random vectors (large, so steering visibly moves p_match)
 and a fake finetuned checkpoint; every steered number is then recomputed independently:
-baked = the source model steered at every position through lm-eval; hooks and combined =
-batch-1 forward passes by hand with :func:`caa_bake.steering.add_to_block_outputs`.
+baked = the source model steered at every position through lm-eval; hooks and combined
+(an export of the finetuned checkpoint with the base vector) = batch-1 forward passes by
+hand with :func:`caa_bake.steering.add_to_block_outputs`.
 """
 
 from __future__ import annotations
