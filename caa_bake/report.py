@@ -25,6 +25,7 @@ __all__ = [
     "best_layers",
     "eval_markdown",
     "eval_tables",
+    "finetuning_table",
     "paper_comparison",
     "plot_eval",
     "plot_sweep",
@@ -170,13 +171,45 @@ def eval_tables(
             ]
             if all(c is None for line in cells for c in line):
                 continue
+            names = list(behaviors)
+            if state != "none":  # a finetuned state exists for some behaviors only
+                kept = [i for i, line in enumerate(cells) if any(c is not None for c in line)]
+                names, cells = [names[i] for i in kept], [cells[i] for i in kept]
             where = "" if state == "none" else f" [finetuned: {state}]"
             tables.append(
-                Table(
-                    f"{title} — {KIND_LABELS[kind]}{where}", header, list(behaviors), columns, cells
-                )
+                Table(f"{title} — {KIND_LABELS[kind]}{where}", header, names, columns, cells)
             )
     return tables
+
+
+def finetuning_table(rows: Sequence[Row], multipliers: Sequence[float]) -> Table | None:
+    """The paper's finetuning x steering shape: one line per (behavior, finetuning state) for
+    the behaviors with a finetuned model, p_match per multiplier (state ``none`` = the base
+    model with baked vectors; a finetuned state = that checkpoint with the base model's vector
+    baked in). None when no finetuned model was evaluated."""
+    look = _Lookup(rows)
+    states: dict[str, list[str]] = {}
+    for r in rows:
+        if r.kind == "finetuned" and r.state not in states.setdefault(r.behavior, []):
+            states[r.behavior].append(r.state)
+    if not states:
+        return None
+    names: list[str] = []
+    cells: list[list[float | None]] = []
+    for behavior in sorted(states):
+        task = f"caa_ab_{behavior}"
+        for state in ["none", *sorted(states[behavior])]:
+            kind = "baked" if state == "none" else "combined"
+            names.append(f"{behavior} · {'no finetuning' if state == 'none' else state}")
+            cells.append([look.get(state, kind, behavior, m, task, "p_match") for m in multipliers])
+    return Table(
+        "p_match by finetuning state and multiplier (finetuned checkpoints with the base "
+        "model's vector baked in)",
+        "behavior · finetuning",
+        names,
+        [_mult(m) for m in multipliers],
+        cells,
+    )
 
 
 def paper_comparison(rows: Sequence[Row], behaviors: Sequence[str], kind: str = "baked") -> Table:
@@ -256,6 +289,9 @@ def eval_markdown(
             f"norm {info.get('norm', float('nan')):.4g}"
         )
     lines += ["", "Multiplier 0 is the unsteered model (base, or the finetuned checkpoint).", ""]
+    combined = finetuning_table(rows, multipliers)
+    if combined is not None:
+        lines += _markdown_table(combined)
     for table in eval_tables(rows, behaviors, multipliers):
         lines += _markdown_table(table)
     if {-1.0, 0.0, 1.0} <= set(multipliers) and any(r.kind == "baked" for r in rows):

