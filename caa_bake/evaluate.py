@@ -351,6 +351,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                 ref, behavior, [job.layer], normalized=True, loader=loaded.loader
             )
     results: list[VariantResult] = []
+    reused = 0
     for i, variant in enumerate(plan, start=1):
         vector = _vector_of(variant, vectors)
         sha = vector.sha256(job.layer) if vector is not None else None
@@ -359,6 +360,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
         if stored is not None:
             status(f"[{i}/{len(plan)}] {variant.label}: finished before, reused")
             results.append(_from_json(variant, stored))
+            reused += 1
             continue
         status(f"[{i}/{len(plan)}] {variant.label}: {', '.join(variant.tasks)}")
         result = _run_variant(loaded, variant, vectors, job, status)
@@ -388,6 +390,8 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                 for b, v in vectors.items()
             },
             "wall_s": wall,
+            "variants_wall_s": sum(r.wall_s for r in results),
+            "variants_reused": reused,
         }
     )
     files = write_eval_report(

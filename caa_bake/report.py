@@ -283,6 +283,12 @@ def eval_markdown(
         + (" (chat template)" if model.get("apply_chat_template") else ""),
         f"- items per task: {meta.get('limit') or 'all'}; wall time {meta.get('wall_s', 0):.0f} s",
     ]
+    if meta.get("variants_reused"):
+        lines[-1] += (
+            f" ({meta['variants_reused']} variants reused from an earlier invocation with "
+            f"`--resume`; evaluation time summed over all variants "
+            f"{meta.get('variants_wall_s', 0):.0f} s)"
+        )
     for behavior, info in (meta.get("vectors") or {}).items():
         lines.append(
             f"- vector {behavior}: sha256 `{str(info.get('sha256', ''))[:16]}`, "
@@ -294,7 +300,9 @@ def eval_markdown(
         lines += _markdown_table(combined)
     for table in eval_tables(rows, behaviors, multipliers):
         lines += _markdown_table(table)
-    if {-1.0, 0.0, 1.0} <= set(multipliers) and any(r.kind == "baked" for r in rows):
+    if {-1.0, 0.0, 1.0} <= set(multipliers) and any(
+        r.kind == "baked" and r.metric == "p_match" for r in rows
+    ):
         lines += _markdown_table(paper_comparison(rows, behaviors))
     lines += _baked_vs_hooks(rows)
     return "\n".join(lines)
@@ -317,35 +325,36 @@ def plot_eval(
     look = _Lookup(rows)
     methods = _steered(rows)
     out: list[Path] = []
-    ncols = min(4, len(behaviors))
-    nrows = math.ceil(len(behaviors) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
-    for ax, behavior in zip(axes.flat, behaviors, strict=False):
-        for state, kind in methods:
-            ys = [
-                look.get(state, kind, behavior, m, f"caa_ab_{behavior}", "p_match")
-                for m in multipliers
-            ]
-            label = kind if state == "none" else f"{kind} [{state}]"
-            ax.plot(
-                multipliers,
-                [math.nan if y is None else y for y in ys],
-                marker="o",
-                label=label,
-                linestyle="-" if kind != "hooks" else "--",
-            )
-        ax.set_title(behavior, fontsize=9)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("multiplier")
-        ax.set_ylabel("p(matching)")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(behaviors) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    out.append(folder / "p_match.png")
-    fig.savefig(out[-1], dpi=110)
-    plt.close(fig)
+    if any(r.metric == "p_match" for r in rows):  # no A/B task, no p_match figure
+        ncols = min(4, len(behaviors))
+        nrows = math.ceil(len(behaviors) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+        for ax, behavior in zip(axes.flat, behaviors, strict=False):
+            for state, kind in methods:
+                ys = [
+                    look.get(state, kind, behavior, m, f"caa_ab_{behavior}", "p_match")
+                    for m in multipliers
+                ]
+                label = kind if state == "none" else f"{kind} [{state}]"
+                ax.plot(
+                    multipliers,
+                    [math.nan if y is None else y for y in ys],
+                    marker="o",
+                    label=label,
+                    linestyle="-" if kind != "hooks" else "--",
+                )
+            ax.set_title(behavior, fontsize=9)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("multiplier")
+            ax.set_ylabel("p(matching)")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(behaviors) :]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        out.append(folder / "p_match.png")
+        fig.savefig(out[-1], dpi=110)
+        plt.close(fig)
     for task, name in (("caa_mmlu", "mmlu"), ("caa_truthfulqa", "truthfulqa")):
         if not any(r.task == task for r in rows):
             continue
@@ -365,7 +374,9 @@ def plot_eval(
                 )
         ax.set_xlabel("multiplier")
         ax.set_ylabel("p(correct), mean of category means")
-        ax.set_title(f"{name}: baked (solid) and hook-steered (dashed)")
+        kinds = {kind for _state, kind in methods}
+        styles = "baked (solid) and hook-steered (dashed)" if "hooks" in kinds else "steered"
+        ax.set_title(f"{name}: {styles}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()

@@ -167,3 +167,9 @@ def test_finetuning_table_has_the_papers_shape() -> None:
     assert finetuning_table([r for r in ROWS if r.state == "none"], MULTS) is None
     text = eval_markdown(ROWS, BEHAVIORS, MULTS, {})
     assert "| refusal · ft-pos | - | 0.800 | 0.950 |" in text
+
+
+def test_no_paper_comparison_without_behavior_tasks() -> None:
+    capability = [r for r in ROWS if r.task == "caa_mmlu"]
+    assert "side by side with the paper" not in eval_markdown(capability, BEHAVIORS, MULTS, {})
+    assert "side by side with the paper" in eval_markdown(ROWS, BEHAVIORS, MULTS, {})
