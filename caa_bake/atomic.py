@@ -14,7 +14,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_file", "fsync_tree"]
+__all__ = ["atomic_dir", "atomic_file", "default_mode", "fsync_tree"]
+
+
+def default_mode(*, directory: bool = False) -> int:
+    """Permission bits a new file (or folder) gets under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder tree, or a file or symlink, ignoring errors."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_path(path: Path) -> None:
@@ -44,6 +59,7 @@ def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it owner-only
     try:
         yield tmp
         fsync_tree(tmp)
@@ -53,7 +69,7 @@ def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.rename(target, old)
             os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             os.rename(tmp, target)
         _fsync_path(target.parent)
@@ -72,6 +88,8 @@ def atomic_file(target: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod(default_mode())  # mkstemp makes it owner-only
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(target.parent)

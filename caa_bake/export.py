@@ -35,7 +35,7 @@ import torch
 
 from caa_bake import __version__
 from caa_bake.architectures import BakeRule, check_supported, rule_for
-from caa_bake.atomic import atomic_dir
+from caa_bake.atomic import atomic_dir, default_mode
 from caa_bake.errors import CaaBakeError
 from caa_bake.layers import check_layer
 from caa_bake.model_card import render_model_card
@@ -45,7 +45,6 @@ from caa_bake.safetensors_io import (
     SINGLE_FILE,
     Checkpoint,
     copy_file,
-    default_mode,
     link_file,
     open_checkpoint,
     patch_tensor,

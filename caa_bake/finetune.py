@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from caa_bake import __version__
-from caa_bake.atomic import atomic_dir
+from caa_bake.atomic import atomic_dir, default_mode
 from caa_bake.errors import CaaBakeError
 from caa_bake.finetune_card import render_finetune_card
 from caa_bake.finetune_log import TrainingSummary, read_rank_logs, summarize
 from caa_bake.finetune_plan import FinetunePlan, FinetuneRequest, plan_finetune
 from caa_bake.finetune_spec import FinetuneSpec
-from caa_bake.safetensors_io import default_mode
 
 __all__ = [
     "FINETUNE_FORMAT",

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 
+from caa_bake.atomic import default_mode
 from caa_bake.errors import CaaBakeError
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "SafetensorsHeader",
     "TensorInfo",
     "copy_file",
-    "default_mode",
     "dtype_name",
     "link_file",
     "open_checkpoint",
@@ -263,13 +263,6 @@ def link_file(src: Path, dst: Path) -> Literal["reflink", "hardlink", "copy"]:
             dst.unlink()
     copy_file(src, dst)
     return "copy"
-
-
-def default_mode(*, directory: bool = False) -> int:
-    """Permission bits a new file (or folder) gets under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
 
 
 def write_shard(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
