@@ -68,10 +68,10 @@ def _entry(folder: Path, block: dict[str, Any]) -> FinetunedCheckpoint:
     base = block.get("base") or {}
     return FinetunedCheckpoint(
         path=folder,
-        behavior=str(block.get("behavior")),
-        direction=str(block.get("direction")),
-        base_model_id=str(base.get("model_id")),
-        base_fingerprint=str(base.get("weights_fingerprint")),
+        behavior=str(block.get("behavior") or ""),
+        direction=str(block.get("direction") or ""),
+        base_model_id=str(base.get("model_id") or ""),
+        base_fingerprint=str(base.get("weights_fingerprint") or ""),
         lora=bool((block.get("hyperparameters") or {}).get("lora")),
         block=block,
     )
