@@ -6,25 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from caa_bake.hub import looks_like_hub_id
+from caa_bake.model_card import front_matter, load_snippet
 
 __all__ = ["render_finetune_card"]
 
 
 def _front_matter(block: Mapping[str, Any]) -> list[str]:
     model_id = str(block["base"].get("model_id") or "")
-    lines = ["---"]
-    if looks_like_hub_id(model_id) and "/" in model_id:
-        lines.append(f"base_model: {model_id}")
-    lines += [
-        "library_name: transformers",
-        "tags:",
-        "- caa-bake",
-        "- finetuning-baseline",
-        f"- {block['behavior']}",
-        "---",
-    ]
-    return lines
+    return front_matter(model_id, ["caa-bake", "finetuning-baseline", str(block["behavior"])])
 
 
 def _hyperparameters(block: Mapping[str, Any]) -> list[str]:
@@ -85,12 +74,7 @@ def render_finetune_card(name: str, config: Mapping[str, Any]) -> str:
         "",
         "## How to load",
         "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'model = AutoModelForCausalLM.from_pretrained("{name}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-        "```",
+        *load_snippet(name),
         "",
         "A plain checkpoint of the base architecture (float32 safetensors); "
         + (

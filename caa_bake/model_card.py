@@ -8,7 +8,7 @@ is deterministic and can be re-rendered later, e.g. with an evaluation table
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,13 @@ from caa_bake.atomic import atomic_file
 from caa_bake.errors import CaaBakeError
 from caa_bake.hub import looks_like_hub_id
 
-__all__ = ["POSITION_CAVEAT", "render_model_card", "update_model_card"]
+__all__ = [
+    "POSITION_CAVEAT",
+    "front_matter",
+    "load_snippet",
+    "render_model_card",
+    "update_model_card",
+]
 
 POSITION_CAVEAT = (
     "A bias steers **every token, prompt included**. The CAA paper's reference code adds "
@@ -33,18 +39,23 @@ _NO_EVAL = (
 )
 
 
-def _front_matter(block: Mapping[str, Any]) -> list[str]:
-    source = block.get("source", {})
-    model_id = str(source.get("model_id") or "")
+def front_matter(model_id: str, tags: Iterable[str]) -> list[str]:
+    """Hugging Face card front matter: ``base_model`` when ``model_id`` is a hub id
+    (``owner/name``), the transformers library, and ``tags`` without repeats."""
     lines = ["---"]
     if looks_like_hub_id(model_id) and "/" in model_id:
         lines.append(f"base_model: {model_id}")
     lines += ["library_name: transformers", "tags:"]
-    tags = ["caa-bake", "steering-vector", "contrastive-activation-addition"]
-    tags += sorted({str(b["behavior"]) for b in block.get("bakes", [])})
     lines += [f"- {tag}" for tag in dict.fromkeys(tags)]
     lines.append("---")
     return lines
+
+
+def _front_matter(block: Mapping[str, Any]) -> list[str]:
+    source = block.get("source", {})
+    tags = ["caa-bake", "steering-vector", "contrastive-activation-addition"]
+    tags += sorted({str(b["behavior"]) for b in block.get("bakes", [])})
+    return front_matter(str(source.get("model_id") or ""), tags)
 
 
 def _bakes_table(block: Mapping[str, Any]) -> list[str]:
@@ -62,15 +73,22 @@ def _bakes_table(block: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _usage(name: str, block: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    model_type = config.get("model_type")
-    lines = [
+def load_snippet(name: str) -> list[str]:
+    """Markdown lines: loading the checkpoint folder ``name`` with stock transformers."""
+    return [
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         f'model = AutoModelForCausalLM.from_pretrained("{name}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
         "```",
+    ]
+
+
+def _usage(name: str, block: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    model_type = config.get("model_type")
+    lines = [
+        *load_snippet(name),
         "",
         "No custom code and no hooks: the steering lives in ordinary bias tensors, so any "
         "sampler or server works.",

@@ -317,6 +317,24 @@ def _pyplot() -> Any:
     return plt
 
 
+def _panel_grid(plt: Any, panels: int, width: float) -> tuple[Any, Any]:
+    """A figure with one panel per behavior, at most 4 per row."""
+    ncols = min(4, panels)
+    nrows = math.ceil(panels / ncols)
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, 3.0 * nrows), squeeze=False)
+
+
+def _save_grid(plt: Any, fig: Any, axes: Any, panels: int, path: Path) -> Path:
+    """Hide the unused panels, put the legend on the first, and write the PNG."""
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_eval(
     rows: Sequence[Row], folder: Path, behaviors: Sequence[str], multipliers: Sequence[float]
 ) -> list[Path]:
@@ -326,9 +344,7 @@ def plot_eval(
     methods = _steered(rows)
     out: list[Path] = []
     if any(r.metric == "p_match" for r in rows):  # no A/B task, no p_match figure
-        ncols = min(4, len(behaviors))
-        nrows = math.ceil(len(behaviors) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+        fig, axes = _panel_grid(plt, len(behaviors), 3.6)
         for ax, behavior in zip(axes.flat, behaviors, strict=False):
             for state, kind in methods:
                 ys = [
@@ -348,13 +364,7 @@ def plot_eval(
             ax.set_xlabel("multiplier")
             ax.set_ylabel("p(matching)")
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(behaviors) :]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        fig.tight_layout()
-        out.append(folder / "p_match.png")
-        fig.savefig(out[-1], dpi=110)
-        plt.close(fig)
+        out.append(_save_grid(plt, fig, axes, len(behaviors), folder / "p_match.png"))
     for task, name in (("caa_mmlu", "mmlu"), ("caa_truthfulqa", "truthfulqa")):
         if not any(r.task == task for r in rows):
             continue
@@ -481,9 +491,7 @@ def plot_sweep(points: Sequence[SweepPoint], path: Path) -> Path:
     plt = _pyplot()
     behaviors = list(dict.fromkeys(p.behavior for p in points))
     mults = sorted({p.multiplier for p in points})
-    ncols = min(4, len(behaviors))
-    nrows = math.ceil(len(behaviors) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = _panel_grid(plt, len(behaviors), 3.8)
     for ax, behavior in zip(axes.flat, behaviors, strict=False):
         for i, mult in enumerate(mults):
             mine = sorted(
@@ -503,13 +511,7 @@ def plot_sweep(points: Sequence[SweepPoint], path: Path) -> Path:
         ax.set_xlabel("layer")
         ax.set_ylabel("Δ p(matching)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(behaviors) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_grid(plt, fig, axes, len(behaviors), path)
 
 
 def write_sweep_report(

@@ -165,6 +165,8 @@ def test_task_folder_defines_every_task_and_group() -> None:
     assert sorted(manager.all_groups) == sorted(GROUPS)
     assert len(all_tasks()) == 9
     assert [f"caa_ab_{b}" for b in CAA_BEHAVIORS] == all_tasks()[:7]
+    # utils.py keeps its own list so stock lm-eval loads it without caa_bake installed
+    assert tuple(_utils().BEHAVIORS) == tuple(CAA_BEHAVIORS)
 
 
 def test_loaders_give_the_caa_bake_items(pulled_datasets: Path) -> None:
