@@ -252,10 +252,11 @@ def _prepared(
 ) -> Iterator[_Prepared]:
     """The variant's model, steered as its kind says, for the duration of the block."""
     ref = loaded.ref
-    delta = {job.layer: vector[job.layer] * variant.multiplier} if vector is not None else {}
     if variant.kind == "base":
         yield _Prepared(loaded.model, str(ref.path), ref.weights_fingerprint, "")
     elif variant.kind == "hooks":
+        assert vector is not None
+        delta = {job.layer: vector[job.layer] * variant.multiplier}
         with steer_from_tail(loaded.model, delta, loaded.tail):
             yield _Prepared(
                 loaded.model,

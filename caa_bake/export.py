@@ -687,12 +687,12 @@ def resolve_bakes(
         raise CaaBakeError("nothing to bake: give --behavior/--layer/--mult or --bake")
     _raw, resolved = load_source_config(source.path)
     rule_for(resolved.to_dict())
-    n_layers, _hidden = _dims(resolved)
+    n_layers, hidden = _dims(resolved)
     for spec in specs:
         _check_spec(spec, n_layers)
     donor = source if vector_model is None else vector_model
     if vector_model is not None:
-        _check_same_shapes(source, vector_model, n_layers, _hidden)
+        _check_same_shapes(source, vector_model, n_layers, hidden)
     cached: dict[str, list[int]] = {}
     for spec in specs:
         if spec.vector_file is None:
@@ -733,8 +733,8 @@ def resolve_bakes(
 def _check_same_shapes(source: ModelRef, donor: ModelRef, n_layers: int, hidden: int) -> None:
     """``donor``'s vectors fit ``source``: same number of blocks and hidden size."""
     _raw, resolved = load_source_config(donor.path)
-    if _dims(resolved) != (n_layers, hidden):
-        d_layers, d_hidden = _dims(resolved)
+    d_layers, d_hidden = _dims(resolved)
+    if (d_layers, d_hidden) != (n_layers, hidden):
         raise CaaBakeError(
             f"--vector-from {donor.model_id} has {d_layers} blocks of width {d_hidden}, "
             f"but {source.model_id} has {n_layers} of width {hidden}: its vectors do not fit"
