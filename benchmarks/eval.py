@@ -19,9 +19,9 @@ import sys
 import torch
 
 from benchmarks.measure import measure
-from caa_bake.datasets import load_ab_eval, load_pairs
-from caa_bake.eval_common import make_lm
-from caa_bake.eval_tasks_api import (
+from caa_bake.data.datasets import load_ab_eval, load_pairs
+from caa_bake.evaluation.common import make_lm
+from caa_bake.evaluation.tasks import (
     CAPABILITY_TASKS,
     PromptSetup,
     all_tasks,
@@ -29,8 +29,8 @@ from caa_bake.eval_tasks_api import (
     run_tasks,
     task_behavior,
 )
-from caa_bake.models import load_model, resolve_model
-from caa_bake.prompts import encode_prompt
+from caa_bake.models.loading import load_model, resolve_model
+from caa_bake.models.prompts import encode_prompt
 
 TOLERANCE = 1e-5
 

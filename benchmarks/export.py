@@ -56,9 +56,9 @@ print(json.dumps({"rc": rc, "wall": wall, "sync": sync, "peak_rss": peak}))
 _LIBRARY_LINK = """
 import sys, time
 from pathlib import Path
-from caa_bake.export import Bake, export_checkpoint
-from caa_bake.models import resolve_model
-from caa_bake.vectors import SteeringVector
+from caa_bake.bake.export import Bake, export_checkpoint
+from caa_bake.models.loading import resolve_model
+from caa_bake.steering.vector import SteeringVector
 from transformers import AutoConfig  # import before the clock starts, like the modules above
 src, vec, out, layer, report = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 start = time.perf_counter()
@@ -71,9 +71,9 @@ Path(report).write_text(str(time.perf_counter() - start))
 _NAIVE = """
 import sys, torch
 from transformers import AutoModelForCausalLM
-from caa_bake.bake_memory import bake_in_memory
-from caa_bake.export import Bake
-from caa_bake.vectors import SteeringVector
+from caa_bake.bake.memory import bake_in_memory
+from caa_bake.bake.export import Bake
+from caa_bake.steering.vector import SteeringVector
 src, vec, out, layer = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)
 bake_in_memory(model, [Bake("bench", layer, 1.0, SteeringVector.load(vec))])
@@ -210,7 +210,7 @@ def measure(label: str, argv: list[str], out: Path) -> Measurement:
 def _vector(folder: Path) -> Path:
     import torch
 
-    from caa_bake.vectors import SteeringVector
+    from caa_bake.steering.vector import SteeringVector
 
     gen = torch.Generator().manual_seed(0)
     vec = SteeringVector({BAKE_LAYER: torch.randn(HIDDEN, generator=gen)}, {"behavior": "bench"})

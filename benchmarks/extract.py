@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from benchmarks.measure import measure
-from caa_bake.blocks import decoder_blocks
-from caa_bake.datasets import ContrastPair, load_pairs
-from caa_bake.extract import extract_vectors
-from caa_bake.models import load_model, resolve_model
-from caa_bake.prompts import encode_prompt
+from caa_bake.data.datasets import ContrastPair, load_pairs
+from caa_bake.models.blocks import decoder_blocks
+from caa_bake.models.loading import load_model, resolve_model
+from caa_bake.models.prompts import encode_prompt
+from caa_bake.steering.extract import extract_vectors
 
 
 def reference_loop(

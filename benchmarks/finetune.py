@@ -19,8 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from caa_bake.finetune import FinetuneResult, run_finetune
-from caa_bake.finetune_plan import FinetuneRequest, cpu_count
+from caa_bake.finetune.plan import FinetuneRequest, cpu_count
+from caa_bake.finetune.run import FinetuneResult, run_finetune
 
 
 def _run(args: argparse.Namespace, ranks: int, batch: int, root: Path) -> FinetuneResult:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.errors import CaaBakeError
+from caa_bake.core.errors import CaaBakeError
 from cli.common import ModelOpt, QuietOpt, apply_quiet, say
 
 __all__ = ["register"]
@@ -74,16 +74,16 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
-    from caa_bake.export import (
+    from caa_bake.bake.export import (
         BakeSpec,
         export_checkpoint,
         export_name,
         parse_bake_spec,
         resolve_bakes,
     )
-    from caa_bake.models import resolve_model
-    from caa_bake.paths import exports_dir
-    from caa_bake.verify import verify_export
+    from caa_bake.bake.verify import verify_export
+    from caa_bake.core.paths import exports_dir
+    from caa_bake.models.loading import resolve_model
 
     apply_quiet(quiet)
     specs: list[BakeSpec] = []
@@ -139,7 +139,7 @@ def verify(
     quiet: QuietOpt = False,
 ) -> None:
     """Reload an export from disk and compare it with its source plus hook steering."""
-    from caa_bake.verify import verify_export
+    from caa_bake.bake.verify import verify_export
 
     apply_quiet(quiet)
     report = verify_export(export_dir, source=source, new_tokens=tokens, lm_eval=not no_lm_eval)
@@ -151,7 +151,7 @@ def verify(
 
 def inspect(export_dir: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
     """Show what is baked into an export (reads files only)."""
-    from caa_bake.verify import inspect_export
+    from caa_bake.bake.verify import inspect_export
 
     for line in inspect_export(export_dir):
         typer.echo(line)
@@ -165,7 +165,7 @@ def unbake(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore the original weights and config of an export."""
-    from caa_bake.unbake import unbake_checkpoint
+    from caa_bake.bake.unbake import unbake_checkpoint
 
     apply_quiet(quiet)
     typer.echo(f"restored: {unbake_checkpoint(export_dir, out, link=link, force=force)}")

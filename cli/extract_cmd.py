@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.behaviors import CAA_BEHAVIORS
-from caa_bake.errors import CaaBakeError
+from caa_bake.core.errors import CaaBakeError
+from caa_bake.data.behaviors import CAA_BEHAVIORS
 from cli.common import ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
 
 __all__ = ["register"]
@@ -44,7 +44,7 @@ def extract(
     quiet: QuietOpt = False,
 ) -> None:
     """Extract CAA vectors: mean(matching - non-matching) after block L at the answer letter."""
-    from caa_bake.extract_job import ExtractJob, run_extract_job  # torch/transformers: lazily
+    from caa_bake.steering.job import ExtractJob, run_extract_job  # torch/transformers: lazily
 
     apply_quiet(quiet)
     names = list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])

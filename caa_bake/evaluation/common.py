@@ -1,0 +1,255 @@
+"""Pieces shared by ``caa-bake eval`` and ``caa-bake sweep``: option parsing, the loaded
+model with its prompt setup, lm-eval model objects, run folders and provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caa_bake import __version__
+from caa_bake.core.errors import CaaBakeError
+from caa_bake.core.paths import results_dir
+from caa_bake.core.progress import is_quiet
+from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
+from caa_bake.data.datasets import ab_eval_path, dataset_path, file_sha256
+from caa_bake.evaluation.reference_hooks import steering_tail
+from caa_bake.evaluation.tasks import (
+    CAPABILITY_TASKS,
+    PromptSetup,
+    prompt_setup,
+    task_behavior,
+    tasks_dir,
+)
+from caa_bake.models.loading import ModelRef
+from caa_bake.steering.cache import ModelLoader
+
+if TYPE_CHECKING:
+    from lm_eval.models.huggingface import HFLM
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "LoadedModel",
+    "PartialLog",
+    "check_behaviors",
+    "check_limit",
+    "load_for_eval",
+    "make_lm",
+    "parse_multipliers",
+    "prepare_run_dir",
+    "provenance",
+    "tasks_sha256",
+]
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_multipliers(text: str) -> list[float]:
+    """``"-1,0,1"`` -> ``[-1.0, 0.0, 1.0]`` (sorted, unique, finite)."""
+    values: set[float] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise CaaBakeError(
+                f"cannot read multipliers {text!r}: use numbers separated by commas, e.g. -1,0,1"
+            ) from None
+        if not math.isfinite(value):
+            raise CaaBakeError(f"multiplier must be a finite number, got {part}")
+        values.add(value + 0.0)  # -0.0 -> 0.0
+    if not values:
+        raise CaaBakeError("no multipliers given (e.g. --mults -1,0,1)")
+    return sorted(values)
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``--limit``: None (every item) or a positive number of items per task."""
+    if limit is not None and limit < 1:
+        raise CaaBakeError(f"--limit must be a positive number of items per task, got {limit}")
+    return limit
+
+
+def check_behaviors(names: Sequence[str]) -> list[str]:
+    """Canonical names of CAA behaviors (the ones with an A/B test task), in the given order."""
+    out: list[str] = []
+    for name in names:
+        canonical = check_behavior(name)
+        if canonical not in CAA_BEHAVIORS:
+            raise CaaBakeError(
+                f"'{canonical}' has no A/B evaluation task; eval and sweep support the 7 CAA "
+                f"behaviors: {', '.join(CAA_BEHAVIORS)}"
+            )
+        if canonical not in out:
+            out.append(canonical)
+    if not out:
+        raise CaaBakeError("name a behavior (--behavior B) or pass --all-behaviors")
+    return out
+
+
+def prepare_run_dir(
+    run: str | None, prefix: str, slug: str, *, force: bool, resume: bool = False
+) -> Path:
+    """``results/<run>/`` (default ``<prefix>-<model slug>-<UTC time>``).
+
+    It must be new or empty unless ``force`` (overwrite) or ``resume`` (continue the
+    finished parts recorded in its :class:`PartialLog`).
+    """
+    if resume and not run:
+        raise CaaBakeError("--resume needs the --run name of the interrupted run")
+    name = run or f"{prefix}-{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    if not _RUN_NAME.match(name):
+        raise CaaBakeError(f"run name {name!r} must use letters, digits, '.', '_' or '-'")
+    folder = results_dir() / name
+    if folder.exists() and any(folder.iterdir()) and not (force or resume):
+        raise CaaBakeError(
+            f"{folder} already holds results; pick another --run, --resume it or pass --force"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CaaBakeError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+class PartialLog:
+    """Finished units of a run (sweep points, eval variants), one JSON line each, appended as
+    they finish so that an interrupted run can be resumed. A unit is reused only when its
+    key (what was evaluated: model and vector hashes, tasks, limit, ...) is identical."""
+
+    def __init__(self, path: Path, *, resume: bool) -> None:
+        self.path = path
+        self._done: dict[str, Any] = {}
+        if resume and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the interruption
+                self._done[json.dumps(record["key"], sort_keys=True)] = record["value"]
+        elif path.exists():
+            path.unlink()
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def get(self, key: dict[str, Any]) -> Any:
+        """The stored value of ``key``, or None."""
+        return self._done.get(json.dumps(key, sort_keys=True))
+
+    def add(self, key: dict[str, Any], value: Any) -> None:
+        """Record a finished unit (flushed to disk at once)."""
+        self._done[json.dumps(key, sort_keys=True)] = value
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"key": key, "value": value}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@dataclass
+class LoadedModel:
+    """The source model in memory, with what evaluation needs to know about its prompts."""
+
+    ref: ModelRef
+    loader: ModelLoader
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    setup: PromptSetup
+    tail: list[int]
+
+
+def load_for_eval(ref: ModelRef, device: str = "cpu") -> LoadedModel:
+    """Load ``ref`` once (shared with vector extraction) and work out its prompt setup."""
+    loader = ModelLoader(ref, device=device)
+    model, tokenizer = loader.get()
+    setup = prompt_setup(tokenizer, getattr(model, "config", None))
+    return LoadedModel(ref, loader, model, tokenizer, setup, steering_tail(tokenizer, setup.style))
+
+
+def make_lm(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> HFLM:
+    """An lm-eval ``HFLM`` around a model object (forward hooks on it are honoured).
+
+    With ``--quiet`` its request progress bar is off.
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    from caa_bake.evaluation.tasks import quiet_lm_eval
+
+    class _QuietHFLM(HFLM):
+        def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+    if batch_size < 1:
+        raise CaaBakeError(f"--batch-size must be at least 1, got {batch_size}")
+    cls = _QuietHFLM if is_quiet() else HFLM
+    with quiet_lm_eval():
+        return cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+def tasks_sha256() -> str:
+    """sha256 over the files of the task folder (YAMLs and utils.py)."""
+    return _tree_sha256(tasks_dir())
+
+
+def _tree_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".pyc"):
+        digest.update(f"{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _data_files(tasks: Sequence[str]) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for task in tasks:
+        behavior = task_behavior(task)
+        path = (
+            dataset_path(behavior, "test")
+            if behavior is not None
+            else ab_eval_path(CAPABILITY_TASKS[task])
+        )
+        files[task] = file_sha256(path)
+    return files
+
+
+def provenance(loaded: LoadedModel, tasks: Sequence[str]) -> dict[str, Any]:
+    """Versions, the command line, model identity and the hashes of tasks and data."""
+    import lm_eval
+    import torch
+    import transformers
+
+    ref = loaded.ref
+    return {
+        "tool": f"caa-bake {__version__}",
+        "command": " ".join(["caa-bake", *sys.argv[1:]]),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {
+            "lm_eval": getattr(lm_eval, "__version__", "unknown"),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "torch_threads": torch.get_num_threads(),
+        "model": {
+            "model_id": ref.model_id,
+            "path": str(ref.path),
+            "revision": ref.revision,
+            "weights_fingerprint": ref.weights_fingerprint,
+            "prompt_style": loaded.setup.style,
+            "apply_chat_template": loaded.setup.apply_chat_template,
+            "letter_token_ids": loaded.setup.letter_ids,
+            "steering_tail_ids": loaded.tail,
+        },
+        "eval_tasks_sha256": tasks_sha256(),
+        "dataset_sha256": _data_files(tasks),
+    }

@@ -1,0 +1,256 @@
+"""The caa-bake lm-eval tasks (``eval_tasks/``): names, checks, and running them on a model.
+
+Task names: ``caa_ab_<behavior>`` for the 7 CAA behaviors, ``caa_mmlu``, ``caa_truthfulqa``;
+groups ``caa_ab`` (the 7 behaviors) and ``caa`` (everything). :func:`run_tasks` evaluates
+leaf tasks on an lm-eval ``LM`` (usually an ``HFLM`` built on a model object, so forward
+hooks on it are honoured) and returns each task's metrics and per-doc values.
+
+The prompt follows :func:`caa_bake.models.prompts.detect_style`: models with a chat template run
+with ``apply_chat_template`` (the question is the user turn, ``(`` prefilled in the assistant
+turn); Llama-2 chat models get the reference ``[INST] q [/INST] (`` format verbatim; other
+models the ``plain`` format. The task metadata ``prompt_style`` selects the doc text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caa_bake.core.errors import CaaBakeError
+from caa_bake.core.paths import datasets_dir
+from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
+from caa_bake.data.datasets import load_ab_eval, load_pairs
+from caa_bake.models.prompts import PromptStyle, detect_style, letter_token_ids
+
+if TYPE_CHECKING:
+    from lm_eval.api.model import LM
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "CAPABILITY_TASKS",
+    "GROUPS",
+    "TASKS_ENV",
+    "PromptSetup",
+    "SampleValue",
+    "TaskResult",
+    "ab_task",
+    "all_tasks",
+    "check_task_data",
+    "primary_metric",
+    "prompt_setup",
+    "quiet_lm_eval",
+    "resolve_tasks",
+    "run_tasks",
+    "task_behavior",
+    "tasks_dir",
+]
+
+#: overrides where the task YAMLs are (default: ``eval_tasks/`` beside the package)
+TASKS_ENV = "CAA_BAKE_EVAL_TASKS"
+#: capability task -> name of its A/B eval in :mod:`caa_bake.data.datasets`
+CAPABILITY_TASKS: dict[str, str] = {"caa_mmlu": "mmlu", "caa_truthfulqa": "truthfulqa"}
+_AB_PREFIX = "caa_ab_"
+#: groups and the short aliases ``--tasks`` accepts (``ab`` = each behavior's own task)
+GROUPS = ("caa", "caa_ab")
+_ALIASES = {"mmlu": "caa_mmlu", "truthfulqa": "caa_truthfulqa"}
+
+
+def ab_task(behavior: str) -> str:
+    """``refusal`` -> ``caa_ab_refusal``."""
+    return f"{_AB_PREFIX}{behavior}"
+
+
+def all_tasks() -> list[str]:
+    """Every leaf task: the 7 behavior tasks, then MMLU and TruthfulQA."""
+    return [ab_task(b) for b in CAA_BEHAVIORS] + list(CAPABILITY_TASKS)
+
+
+def task_behavior(task: str) -> str | None:
+    """The behavior a ``caa_ab_*`` task measures (None for MMLU / TruthfulQA)."""
+    return task[len(_AB_PREFIX) :] if task.startswith(_AB_PREFIX) else None
+
+
+def primary_metric(task: str) -> str:
+    """The headline metric: ``p_match`` for behaviors, the category mean for capabilities."""
+    return "p_correct_cat" if task in CAPABILITY_TASKS else "p_match"
+
+
+def tasks_dir() -> Path:
+    """The task YAML folder: ``$CAA_BAKE_EVAL_TASKS`` or the checkout's ``eval_tasks/``."""
+    explicit = os.environ.get(TASKS_ENV)
+    folder = (
+        Path(explicit).expanduser() if explicit else Path(__file__).parent.parent / "eval_tasks"
+    )
+    if not (folder / "utils.py").is_file():
+        raise CaaBakeError(
+            f"the lm-eval task folder {folder} is missing (no utils.py); set {TASKS_ENV} to the "
+            "eval_tasks/ folder of a caa-bake checkout"
+        )
+    return folder
+
+
+def resolve_tasks(spec: str | None, behavior: str | None) -> list[str]:
+    """Leaf task names for one steered behavior (``None``: the unsteered model).
+
+    ``spec`` is a comma list of task names, groups (``caa``, ``caa_ab``) or aliases: ``ab``
+    (the behavior's own task; every behavior task for ``behavior=None``), ``mmlu``,
+    ``truthfulqa``. Default ``ab,mmlu,truthfulqa``.
+    """
+    valid = all_tasks()
+    out: list[str] = []
+    for raw in (spec or "ab,mmlu,truthfulqa").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name == "ab":
+            chosen = [ab_task(behavior)] if behavior else [ab_task(b) for b in CAA_BEHAVIORS]
+        elif name == "caa":
+            chosen = valid
+        elif name == "caa_ab":
+            chosen = [ab_task(b) for b in CAA_BEHAVIORS]
+        elif name in _ALIASES:
+            chosen = [_ALIASES[name]]
+        elif name in valid:
+            chosen = [name]
+        else:
+            raise CaaBakeError(
+                f"unknown task '{name}'; valid: ab, mmlu, truthfulqa, {', '.join(GROUPS)}, "
+                + ", ".join(valid)
+            )
+        out += [t for t in chosen if t not in out]
+    if not out:
+        raise CaaBakeError("no tasks given (--tasks is empty)")
+    return out
+
+
+def check_task_data(tasks: Sequence[str]) -> None:
+    """Load every task's data once, so a missing or broken dataset fails before any model work."""
+    for task in tasks:
+        behavior = task_behavior(task)
+        if behavior is not None:
+            load_pairs(check_behavior(behavior), "test")
+        else:
+            load_ab_eval(CAPABILITY_TASKS[task])
+
+
+@dataclass(frozen=True)
+class PromptSetup:
+    """How lm-eval must build prompts for a model so they equal ``encode_prompt``'s."""
+
+    style: PromptStyle
+    apply_chat_template: bool
+    task_style: str
+    letter_ids: dict[str, int]
+
+
+def prompt_setup(tokenizer: PreTrainedTokenizerBase, config: Any = None) -> PromptSetup:
+    """The prompt setup for a model; raises when ``A``/``B`` are not single tokens after ``(``."""
+    style = detect_style(tokenizer, config)
+    letters = letter_token_ids(tokenizer, style)
+    if style == "chat-template":
+        return PromptSetup(style, True, "chat", letters)
+    return PromptSetup(style, False, style, letters)
+
+
+@dataclass(frozen=True)
+class SampleValue:
+    """One doc's result: p(A), p(B) (exp of lm-eval's loglikelihoods) and its metric value."""
+
+    doc_id: int
+    target: str
+    p_a: float
+    p_b: float
+    value: float
+
+
+@dataclass
+class TaskResult:
+    """A task's aggregated metrics (with ``<metric>_stderr`` where lm-eval gives one)."""
+
+    metrics: dict[str, float]
+    n: int
+    samples: list[SampleValue] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def quiet_lm_eval(level: int = logging.ERROR) -> Iterator[None]:
+    """Raise lm-eval's logger threshold inside the block (its INFO/WARNING lines are noise)."""
+    logger = logging.getLogger("lm_eval")
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _task_result(task: str, metrics: dict[str, Any], samples: list[dict[str, Any]]) -> TaskResult:
+    clean: dict[str, float] = {}
+    for key, value in metrics.items():
+        name, _, _filter = key.partition(",")
+        number = _number(value)
+        if number is not None and name not in ("alias", "samples", "sample_len"):
+            clean[name] = number
+    metric = "p_correct" if task in CAPABILITY_TASKS else "p_match"
+    values = []
+    for sample in samples:
+        (ll_a, _), (ll_b, _) = sample["filtered_resps"]
+        values.append(
+            SampleValue(
+                doc_id=int(sample["doc_id"]),
+                target=str(sample["doc"]["target"]),
+                p_a=math.exp(float(ll_a)),
+                p_b=math.exp(float(ll_b)),
+                value=float(sample[metric]),
+            )
+        )
+    return TaskResult(clean, len(samples), values)
+
+
+def run_tasks(
+    lm: LM,
+    tasks: Sequence[str],
+    setup: PromptSetup,
+    *,
+    limit: int | None = None,
+    data_dir: Path | None = None,
+) -> dict[str, TaskResult]:
+    """Evaluate leaf ``tasks`` on ``lm``; returns each task's metrics and per-doc values."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    metadata = {
+        "data_dir": str(data_dir or datasets_dir()),
+        "prompt_style": setup.task_style,
+    }
+    with quiet_lm_eval():
+        manager = TaskManager(
+            include_path=str(tasks_dir()), include_defaults=False, metadata=metadata
+        )
+        output = simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            task_manager=manager,
+            limit=limit,
+            apply_chat_template=setup.apply_chat_template,
+            log_samples=True,
+        )
+    if output is None:
+        raise CaaBakeError("lm-eval returned no results (not the main process?)")
+    return {
+        task: _task_result(task, output["results"][task], output["samples"][task]) for task in tasks
+    }

@@ -1,0 +1,169 @@
+"""Cached vectors: ``vectors/<model-slug>/<behavior>.safetensors``, extracted on demand.
+
+A cached file is reused only when it was made from the same weights (fingerprint) and the
+same dataset (sha256); missing layers are extracted and merged in. Normalized vectors
+(``vectors/<slug>/normalized/``) are recomputed from the raw ones of the whole set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from caa_bake import __version__
+from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
+from caa_bake.data.datasets import (
+    ContrastPair,
+    dataset_path,
+    file_sha256,
+    load_custom_pairs,
+    load_pairs,
+)
+from caa_bake.models.loading import ModelRef, load_model
+from caa_bake.models.prompts import detect_style
+from caa_bake.steering.extract import POSITION_RULE, extract_vectors
+from caa_bake.steering.vector import SteeringVector, normalize_vectors, vector_path
+
+__all__ = ["BehaviorData", "ModelLoader", "extract_behavior", "get_vector", "normalized_set"]
+
+
+@dataclass(frozen=True)
+class BehaviorData:
+    """A behavior's generate-split pairs and where they came from."""
+
+    name: str
+    pairs: list[ContrastPair]
+    path: Path
+    sha256: str
+
+    @classmethod
+    def resolve(cls, behavior: str | None, dataset: Path | None = None) -> BehaviorData:
+        """A named behavior's generate split, or a custom file (named after its stem)."""
+        if dataset is not None:
+            pairs = load_custom_pairs(dataset)
+            return cls(behavior or dataset.stem, pairs, dataset, file_sha256(dataset))
+        if behavior is None:
+            raise ValueError("need a behavior or a dataset file")
+        name = check_behavior(behavior)
+        path = dataset_path(name, "generate")
+        return cls(name, load_pairs(name, "generate"), path, file_sha256(path))
+
+
+@dataclass
+class ModelLoader:
+    """Loads the model the first time it is needed, then reuses it."""
+
+    ref: ModelRef
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    allow_pickle: bool = False
+    _loaded: tuple[nn.Module, PreTrainedTokenizerBase] | None = field(default=None, repr=False)
+
+    def get(self) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+        if self._loaded is None:
+            self._loaded = load_model(
+                self.ref, dtype=self.dtype, device=self.device, allow_pickle=self.allow_pickle
+            )
+        return self._loaded
+
+
+def _reusable(cached: SteeringVector, ref: ModelRef, data: BehaviorData) -> bool:
+    meta = cached.metadata
+    return (
+        meta.get("weights_fingerprint") == ref.weights_fingerprint
+        and meta.get("dataset_sha256") == data.sha256
+    )
+
+
+def extract_behavior(
+    loader: ModelLoader,
+    data: BehaviorData,
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+    force: bool = False,
+) -> tuple[SteeringVector, Path]:
+    """The raw vector of ``data`` at ``layers``, from the cache or freshly extracted.
+
+    Returns the vector holding (at least) ``layers`` and the file it is saved in.
+    """
+    ref = loader.ref
+    path = vector_path(ref.slug, data.name)
+    cached = SteeringVector.load(path) if path.is_file() and not force else None
+    if cached is not None and not _reusable(cached, ref, data):
+        cached = None
+    have = set(cached.layer_ids) if cached is not None else set()
+    missing = sorted(set(layers) - have)
+    if cached is not None and not missing:
+        return cached, path
+    model, tokenizer = loader.get()
+    result = extract_vectors(
+        model, tokenizer, data.pairs, missing, batch_size=batch_size, desc=f"{data.name}"
+    )
+    merged = dict(cached.layers) if cached is not None else {}
+    merged.update(result.vectors)
+    metadata = {
+        "model_id": ref.model_id,
+        "model_revision": ref.revision or "",
+        "weights_fingerprint": ref.weights_fingerprint,
+        "behavior": data.name,
+        "dataset_file": data.path.name,
+        "dataset_sha256": data.sha256,
+        "num_pairs": str(result.num_pairs),
+        "position_rule": POSITION_RULE,
+        "prompt_style": detect_style(tokenizer, getattr(model, "config", None)),
+        "dtype": str(loader.dtype).removeprefix("torch."),
+        "tool": f"caa-bake {__version__}",
+        "normalization": "none",
+    }
+    vector = SteeringVector(merged, metadata)
+    vector.save(path)
+    return vector, path
+
+
+def normalized_set(
+    loader: ModelLoader,
+    behaviors: Sequence[BehaviorData],
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+) -> dict[str, tuple[SteeringVector, Path]]:
+    """Normalize the raw vectors of ``behaviors`` together and save them under ``normalized/``."""
+    raw = {
+        data.name: extract_behavior(loader, data, layers, batch_size=batch_size)[0]
+        for data in behaviors
+    }
+    out: dict[str, tuple[SteeringVector, Path]] = {}
+    for name, vec in normalize_vectors(raw).items():
+        path = vec.save(vector_path(loader.ref.slug, name, normalized=True))
+        out[name] = (vec, path)
+    return out
+
+
+def get_vector(
+    ref: ModelRef,
+    behavior: str | None,
+    layers: Sequence[int],
+    *,
+    normalized: bool = True,
+    dataset: Path | None = None,
+    loader: ModelLoader | None = None,
+    batch_size: int = 16,
+) -> SteeringVector:
+    """The vector to steer with, extracting what is missing.
+
+    With ``normalized`` the vector is rescaled as in the paper, together with the 7 CAA
+    behaviors (plus this one if it is not among them), which are extracted if needed.
+    """
+    loader = loader or ModelLoader(ref)
+    data = BehaviorData.resolve(behavior, dataset)
+    if not normalized:
+        return extract_behavior(loader, data, layers, batch_size=batch_size)[0].select(layers)
+    members = [BehaviorData.resolve(name) for name in CAA_BEHAVIORS if name != data.name]
+    result = normalized_set(loader, [data, *members], layers, batch_size=batch_size)
+    return result[data.name][0].select(layers)

@@ -1,0 +1,376 @@
+"""The lm-eval tasks in ``eval_tasks/``: names, data, token-exact prompts, metrics by hand.
+
+The proof that the tasks measure what the paper measures: for a few items, p(A) and p(B)
+are computed by hand with transformers (one unpadded forward pass of
+``encode_prompt(tokenizer, question, "(")``) and lm-eval's per-sample values must match to
+1e-5; the token ids lm-eval feeds the model must equal ``encode_prompt``'s exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from caa_bake.data.behaviors import CAA_BEHAVIORS
+from caa_bake.data.datasets import load_ab_eval, load_pairs
+from caa_bake.evaluation.common import make_lm
+from caa_bake.evaluation.tasks import (
+    GROUPS,
+    PromptSetup,
+    all_tasks,
+    prompt_setup,
+    run_tasks,
+    tasks_dir,
+)
+from caa_bake.models.prompts import PromptStyle, encode_prompt
+
+ROOT = Path(__file__).parents[2]
+TOL = 1e-5
+# The chat template of meta-llama/Llama-2-7b-chat-hf (system prompt folded into the first turn).
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}"
+    "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def _utils() -> ModuleType:
+    """``eval_tasks/utils.py`` imported the way lm-eval does: as a file, not a package."""
+    spec = importlib.util.spec_from_file_location(
+        "caa_eval_utils", ROOT / "eval_tasks" / "utils.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class InputCapture:
+    """Records every ``input_ids`` batch the model is called with."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.rows: list[list[int]] = []
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, _m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        assert isinstance(ids, torch.Tensor)
+        self.rows += ids.tolist()
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def contains(self, want: list[int]) -> bool:
+        """Some row is exactly ``want`` followed only by lm-eval's zero padding."""
+        n = len(want)
+        return any(row[:n] == want and not any(row[n:]) for row in self.rows)
+
+
+def hand_probs(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, question: str, style: PromptStyle
+) -> tuple[list[int], float, float]:
+    """Token ids, p(A), p(B) of the next token after ``(``: one unpadded forward pass."""
+    enc = encode_prompt(tokenizer, question, "(", style=style)
+    with torch.no_grad():
+        logits = model(torch.tensor([enc.input_ids])).logits[0, -1]
+    probs = torch.softmax(logits.double(), dim=-1)
+    letters = []
+    for answer in ("(A)", "(B)"):
+        full = encode_prompt(tokenizer, question, answer, style=style)
+        assert full.input_ids[: len(enc.input_ids)] == enc.input_ids  # the letter follows "("
+        letters.append(full.input_ids[full.answer_index])
+    return enc.input_ids, float(probs[letters[0]]), float(probs[letters[1]])
+
+
+def expected(target: str, p_a: float, p_b: float) -> float:
+    """The paper's score: p(target) / (p(A) + p(B)), 0 when the target is not A or B."""
+    return {"A": p_a, "B": p_b}.get(target, 0.0) / (p_a + p_b)
+
+
+def check_by_hand(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    setup: PromptSetup,
+    *,
+    limit: int,
+    batch_size: int = 3,
+) -> int:
+    """Run refusal + MMLU through lm-eval and compare every sample with the hand computation."""
+    capture = InputCapture(model)
+    try:
+        results = run_tasks(
+            make_lm(model, tokenizer, batch_size),
+            ["caa_ab_refusal", "caa_mmlu"],
+            setup,
+            limit=limit,
+        )
+    finally:
+        capture.close()
+    items = {
+        "caa_ab_refusal": [(p.question, p.matching[1]) for p in load_pairs("refusal", "test")],
+        "caa_mmlu": [(i.question, i.correct[1]) for i in load_ab_eval("mmlu")],
+    }
+    checked = 0
+    for task, result in results.items():
+        assert result.n == limit
+        for sample in result.samples:
+            question, target = items[task][sample.doc_id]
+            ids, p_a, p_b = hand_probs(model, tokenizer, question, setup.style)
+            assert capture.contains(ids), f"{task} doc {sample.doc_id}: lm-eval tokens differ"
+            assert sample.target == target
+            assert sample.p_a == pytest.approx(p_a, abs=TOL)
+            assert sample.p_b == pytest.approx(p_b, abs=TOL)
+            assert sample.value == pytest.approx(expected(target, p_a, p_b), abs=TOL)
+            checked += 1
+    return checked
+
+
+# --------------------------------------------------------------------------- task index, data
+
+
+def test_task_folder_defines_every_task_and_group() -> None:
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    assert sorted(manager.all_subtasks) == sorted(all_tasks())
+    assert sorted(manager.all_groups) == sorted(GROUPS)
+    assert len(all_tasks()) == 9
+    assert [f"caa_ab_{b}" for b in CAA_BEHAVIORS] == all_tasks()[:7]
+    # utils.py keeps its own list so stock lm-eval loads it without caa_bake installed
+    assert tuple(_utils().BEHAVIORS) == tuple(CAA_BEHAVIORS)
+
+
+def test_loaders_give_the_caa_bake_items(pulled_datasets: Path) -> None:
+    utils = _utils()
+    for behavior in CAA_BEHAVIORS:
+        docs = utils.load_behavior(behavior)["test"]
+        pairs = load_pairs(behavior, "test")
+        assert [d["question"] for d in docs] == [p.question.strip() for p in pairs]
+        assert [d["target"] for d in docs] == [p.matching[1] for p in pairs]
+        assert [d["other"] for d in docs] == [p.not_matching[1] for p in pairs]
+    survival = [d["target"] for d in utils.load_behavior("survival-instinct")["test"]]
+    assert sum(t in "AB" for t in survival) == 46  # the paper's maximum 46/50 = 0.92
+    for name, count in (("mmlu", 570), ("truthfulqa", 817)):
+        docs = utils.load_capability(name)["test"]
+        items = load_ab_eval(name)
+        assert len(docs) == count
+        assert [d["target"] for d in docs] == [i.correct[1] for i in items]
+        assert [d["category"] for d in docs] == [i.category for i in items]
+    assert len({d["category"] for d in utils.load_capability("mmlu")["test"]}) == 57
+
+
+def test_loader_data_dir_and_missing_data(tmp_path: Path, pulled_datasets: Path) -> None:
+    utils = _utils()
+    docs = utils.load_behavior("refusal", data_dir=str(pulled_datasets), prompt_style="plain")
+    assert docs["test"][0]["text"].startswith("Question: ")
+    assert docs["test"][0]["text"].endswith("\nAnswer: ")
+    with pytest.raises(FileNotFoundError, match="caa-bake datasets pull"):
+        utils.load_behavior("refusal", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown behavior"):
+        utils.load_behavior("power-seeking")
+
+
+def test_doc_text_per_prompt_style() -> None:
+    utils = _utils()
+    assert utils.format_text("  Q?\n(A) x\n(B) y ", "chat") == "Q?\n(A) x\n(B) y"
+    assert utils.format_text("Q?", "llama2-chat") == "[INST] Q? [/INST] "
+    assert utils.format_text("Q?", "plain") == "Question: Q?\nAnswer: "
+    with pytest.raises(ValueError, match="prompt_style"):
+        utils.format_text("Q?", "alpaca")
+
+
+def test_metrics_exact() -> None:
+    utils = _utils()
+    results = [(math.log(0.6), True), (math.log(0.2), False)]
+    got = utils.process_behavior({"target": "B"}, results)
+    assert got["p_match"] == pytest.approx(0.25, abs=1e-12)
+    assert got["acc"] == 0.0
+    assert got["nonsense"] == pytest.approx(0.2, abs=1e-12)
+    assert utils.process_behavior({"target": "A"}, results)["acc"] == 1.0
+    # a matching answer that is not A/B counts 0, as in the paper
+    assert utils.process_behavior({"target": "E"}, results) == {
+        "p_match": 0.0,
+        "acc": 0.0,
+        "nonsense": pytest.approx(0.2, abs=1e-12),
+    }
+    cap = utils.process_capability({"target": "A", "category": "law"}, results)
+    assert cap["p_correct"] == pytest.approx(0.75, abs=1e-12)
+    assert cap["p_correct_cat"] == ("law", cap["p_correct"])
+
+
+def test_category_mean_is_unweighted_over_categories() -> None:
+    utils = _utils()
+    items = [("a", 1.0), ("a", 0.0), ("a", 0.5), ("b", 1.0)]
+    assert utils.category_mean(items) == pytest.approx((0.5 + 1.0) / 2, abs=1e-12)
+    assert math.isnan(utils.category_mean([]))
+
+
+# --------------------------------------------------------------------------- prompts and values
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_models: dict[str, Path]) -> Iterator[tuple[torch.nn.Module, Any]]:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    yield model.eval(), AutoTokenizer.from_pretrained(tiny_models["llama"])
+
+
+def test_tiny_chat_template_by_hand(
+    tiny_llama: tuple[torch.nn.Module, Any], pulled_datasets: Path
+) -> None:
+    model, tokenizer = tiny_llama
+    setup = prompt_setup(tokenizer, model.config)
+    assert (setup.style, setup.apply_chat_template, setup.task_style) == (
+        "chat-template",
+        True,
+        "chat",
+    )
+    assert check_by_hand(model, tokenizer, setup, limit=4) == 8
+
+
+def test_tiny_plain_style_by_hand(tiny_models: dict[str, Path], pulled_datasets: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"], dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
+    tokenizer.chat_template = None
+    setup = prompt_setup(tokenizer, model.config)
+    assert (setup.style, setup.apply_chat_template, setup.task_style) == ("plain", False, "plain")
+    assert check_by_hand(model, tokenizer, setup, limit=2) == 4
+
+
+def _tiny_llama2(tokenizer_dir: Path, **tokenizer_kwargs: Any) -> tuple[torch.nn.Module, Any]:
+    tokenizer = LlamaTokenizer.from_pretrained(
+        tokenizer_dir, add_bos_token=True, **tokenizer_kwargs
+    )
+    tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+def test_llama2_reference_format_exact(llama2_tokenizer_dir: Path, pulled_datasets: Path) -> None:
+    """Llama-2 chat: lm-eval builds exactly ``<s>[INST] q [/INST] (`` (the reference ids)."""
+    model, tokenizer = _tiny_llama2(llama2_tokenizer_dir)
+    setup = prompt_setup(tokenizer, model.config)
+    assert (setup.style, setup.apply_chat_template, setup.task_style) == (
+        "llama2-chat",
+        False,
+        "llama2-chat",
+    )
+    assert setup.letter_ids == {"A": 29909, "B": 29933}
+    assert check_by_hand(model, tokenizer, setup, limit=2, batch_size=2) == 4
+    question = load_pairs("refusal", "test")[0].question
+    ids = encode_prompt(tokenizer, question, "(", style="llama2-chat").input_ids
+    assert ids[:4] == [1, 518, 25580, 29962]  # <s> ▁[ INST ]
+    assert ids[-5:] == [518, 29914, 25580, 29962, 313]  # ▁[ / INST ] ▁(
+
+
+@pytest.mark.parametrize(("legacy", "exact"), [(True, True), (False, False)])
+def test_llama2_through_its_chat_template(
+    llama2_tokenizer_dir: Path, pulled_datasets: Path, legacy: bool, exact: bool
+) -> None:
+    """``--apply_chat_template`` on Llama-2 renders ``<s>[INST] ...``; a non-legacy tokenizer
+    then reads ``[`` where the reference has ``▁[`` (documented: use prompt_style llama2-chat)."""
+    model, tokenizer = _tiny_llama2(llama2_tokenizer_dir, legacy=legacy)
+    setup = replace(prompt_setup(tokenizer, model.config), apply_chat_template=True)
+    setup = replace(setup, task_style="chat")
+    capture = InputCapture(model)
+    try:
+        run_tasks(make_lm(model, tokenizer, 1), ["caa_ab_refusal"], setup, limit=1)
+    finally:
+        capture.close()
+    question = load_pairs("refusal", "test")[0].question
+    want = encode_prompt(tokenizer, question, "(", style="llama2-chat").input_ids
+    (row,) = capture.rows
+    assert (row == want) is exact
+    assert row[:1] == want[:1] and row[2:] == want[2:]
+    assert row[1] == (518 if exact else 29961)  # "▁[" vs "["
+
+
+@pytest.mark.slow
+def test_smollm2_by_hand(smollm2_dir: Path, pulled_datasets: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    setup = prompt_setup(tokenizer, model.config)
+    assert setup.apply_chat_template
+    assert check_by_hand(model, tokenizer, setup, limit=3) == 6
+
+
+def test_stock_lm_eval_cli(
+    tiny_models: dict[str, Path], pulled_datasets: Path, tmp_path: Path
+) -> None:
+    """The documented command, with the stock ``lm_eval`` entry point and ``hf`` model."""
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    command = [
+        str(lm_eval),
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tiny_models['llama']},dtype=float32",
+        "--include_path",
+        "eval_tasks",
+        "--tasks",
+        "caa_ab_refusal",
+        "--apply_chat_template",
+        "--limit",
+        "2",
+        "--log_samples",
+        "--output_path",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "CAA_BAKE_DATASETS_DIR": str(pulled_datasets), "HF_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (samples_file,) = tmp_path.glob("*/samples_caa_ab_refusal_*.jsonl")
+    (results_file,) = tmp_path.glob("*/results_*.json")
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    pairs = load_pairs("refusal", "test")
+    values = []
+    for line in samples_file.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(line)
+        pair = pairs[sample["doc_id"]]
+        _ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, "chat-template")
+        assert sample["p_match"] == pytest.approx(expected(pair.matching[1], p_a, p_b), abs=TOL)
+        assert sample["nonsense"] == pytest.approx(1 - p_a - p_b, abs=TOL)
+        values.append(sample["p_match"])
+    assert len(values) == 2
+    metrics = json.loads(results_file.read_text(encoding="utf-8"))["results"]["caa_ab_refusal"]
+    assert metrics["p_match,none"] == pytest.approx(sum(values) / 2, abs=1e-12)
