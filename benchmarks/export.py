@@ -56,7 +56,8 @@ print(json.dumps({"rc": rc, "wall": wall, "sync": sync, "peak_rss": peak}))
 _LIBRARY_LINK = """
 import sys, time
 from pathlib import Path
-from caa_bake.bake.export import Bake, export_checkpoint
+from caa_bake.bake.bakes import Bake
+from caa_bake.bake.export import export_checkpoint
 from caa_bake.models.loading import resolve_model
 from caa_bake.steering.vector import SteeringVector
 from transformers import AutoConfig  # import before the clock starts, like the modules above
@@ -72,7 +73,7 @@ _NAIVE = """
 import sys, torch
 from transformers import AutoModelForCausalLM
 from caa_bake.bake.memory import bake_in_memory
-from caa_bake.bake.export import Bake
+from caa_bake.bake.bakes import Bake
 from caa_bake.steering.vector import SteeringVector
 src, vec, out, layer = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)

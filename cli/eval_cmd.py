@@ -86,7 +86,8 @@ def eval_command(
 ) -> None:
     """Evaluate the base model, baked models and hook-steered equivalents with lm-eval."""
     from caa_bake.evaluation.common import parse_multipliers
-    from caa_bake.evaluation.evaluate import EvalJob, run_eval_job
+    from caa_bake.evaluation.evaluate import run_eval_job
+    from caa_bake.evaluation.variants import EvalJob
 
     apply_quiet(quiet)
     job = EvalJob(

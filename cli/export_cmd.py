@@ -74,13 +74,8 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
-    from caa_bake.bake.export import (
-        BakeSpec,
-        export_checkpoint,
-        export_name,
-        parse_bake_spec,
-        resolve_bakes,
-    )
+    from caa_bake.bake.bakes import BakeSpec, export_name, parse_bake_spec, resolve_bakes
+    from caa_bake.bake.export import export_checkpoint
     from caa_bake.bake.verify import verify_export
     from caa_bake.core.paths import exports_dir
     from caa_bake.models.loading import resolve_model
@@ -151,7 +146,7 @@ def verify(
 
 def inspect(export_dir: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
     """Show what is baked into an export (reads files only)."""
-    from caa_bake.bake.verify import inspect_export
+    from caa_bake.bake.inspection import inspect_export
 
     for line in inspect_export(export_dir):
         typer.echo(line)

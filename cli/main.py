@@ -33,6 +33,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:
+        # Typer turns Ctrl-C into a bare exit 130 before the branch above can see it
+        if exc.code == 130:
+            print("error: interrupted", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -15,27 +15,26 @@ The export of ``source`` with bakes ``[(behavior, layer, multiplier, vector), ..
 
 Biases are computed in float32 and stored in the model's dtype. Everything is written into
 a temporary folder beside the target, fsynced and renamed, so the target appears whole or
-not at all. The same inputs give byte-identical exports.
+not at all. The same inputs give byte-identical exports. The bakes come from
+:mod:`caa_bake.bake.bakes`, the tensors to add or patch from :mod:`caa_bake.bake.plan`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-import torch
+from typing import Any
 
 from caa_bake import __version__
-from caa_bake.bake.architectures import BakeRule, check_supported, rule_for
+from caa_bake.bake.architectures import BakeRule, rule_for
+from caa_bake.bake.bakes import Bake
 from caa_bake.bake.model_card import render_model_card
+from caa_bake.bake.plan import BiasPlan, plan_biases
 from caa_bake.bake.safetensors_io import (
     INDEX_FILE,
     SINGLE_FILE,
@@ -44,17 +43,12 @@ from caa_bake.bake.safetensors_io import (
     link_file,
     open_checkpoint,
     patch_tensor,
-    read_tensor,
     write_shard,
 )
+from caa_bake.bake.source import SourceModel, load_source_config
 from caa_bake.core.atomic import atomic_dir, default_mode
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.core.progress import is_quiet
-from caa_bake.steering.layers import check_layer
-from caa_bake.steering.vector import SteeringVector
-
-if TYPE_CHECKING:
-    from caa_bake.models.loading import ModelRef
 
 __all__ = [
     "BIAS_SHARD",
@@ -66,20 +60,10 @@ __all__ = [
     "REPLACED_FILES",
     "SOURCE_COPIES",
     "VECTORS_FILE",
-    "Bake",
-    "BakeSpec",
-    "BiasPlan",
     "ExportResult",
-    "SourceModel",
     "export_checkpoint",
-    "export_name",
-    "load_source_config",
-    "parse_bake_spec",
-    "plan_biases",
     "prepare_target",
     "read_export_block",
-    "resolve_bakes",
-    "sum_deltas",
 ]
 
 EXPORT_FORMAT = 1
@@ -107,85 +91,6 @@ _OTHER_WEIGHTS = (
 )
 #: test hook: seconds to sleep after each file written (lets a test kill an export mid-way)
 DELAY_ENV = "CAA_BAKE_TEST_EXPORT_DELAY"
-
-
-class SourceModel(Protocol):
-    """What an export needs to know about its source (``caa_bake.models.loading.ModelRef`` fits)."""
-
-    @property
-    def path(self) -> Path: ...
-    @property
-    def model_id(self) -> str: ...
-    @property
-    def revision(self) -> str | None: ...
-    @property
-    def slug(self) -> str: ...
-    @property
-    def weights_fingerprint(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Bake:
-    """One steering term: add ``multiplier x vector[layer]`` to block ``layer``'s output."""
-
-    behavior: str
-    layer: int
-    multiplier: float
-    vector: SteeringVector
-    vector_source: str = "cache"
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(float(self.multiplier)):
-            raise CaaBakeError(f"multiplier must be a finite number, got {self.multiplier}")
-        self.vector[self.layer]  # raises a clear error when the vector lacks the layer
-
-    def delta(self) -> torch.Tensor:
-        """``multiplier x vector[layer]`` in float32."""
-        return self.vector[self.layer] * float(self.multiplier)
-
-    @property
-    def normalization_set(self) -> list[str]:
-        """The behaviors the vector was normalized with (empty if not normalized)."""
-        raw = self.vector.metadata.get("normalization", "none")
-        try:
-            info = json.loads(raw)
-        except json.JSONDecodeError:
-            return []
-        return [str(b) for b in info.get("behaviors", [])] if isinstance(info, dict) else []
-
-    def record(self) -> dict[str, Any]:
-        """The provenance entry written to ``config.json``."""
-        return {
-            "behavior": self.behavior,
-            "layer": self.layer,
-            "multiplier": float(self.multiplier),
-            "vector_sha256": self.vector.sha256(self.layer),
-            "vector_norm": self.vector.norms()[self.layer],
-            "normalized": bool(self.normalization_set),
-            "normalization_set": self.normalization_set,
-            "vector_source": self.vector_source,
-            "vector_model_id": self.vector.metadata.get("model_id", ""),
-        }
-
-
-@dataclass(frozen=True)
-class BiasPlan:
-    """The tensors an export adds or changes.
-
-    Attributes:
-        steered: layer -> name of the bias that carries its steering vector.
-        deltas: layer -> the float32 vector added to that block's output (sum over bakes).
-        added: new tensors (steering biases and zero companions), in the model's dtype.
-        patched: existing bias name -> (original value, new value), for native biases.
-        scale: bias = scale x delta (1 / residual_multiplier for Granite, else 1).
-    """
-
-    steered: Mapping[int, str]
-    deltas: Mapping[int, torch.Tensor]
-    added: Mapping[str, torch.Tensor]
-    patched: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-    scale: float
-    dtype: torch.dtype
 
 
 @dataclass(frozen=True)
@@ -223,133 +128,6 @@ class ExportResult:
         if self.skipped:
             lines.append("not exported: " + ", ".join(self.skipped))
         return lines
-
-
-def _fmt_number(value: float) -> str:
-    return f"{float(value):g}"
-
-
-def export_name(slug: str, bakes: Sequence[Bake]) -> str:
-    """``<model-slug>-<behavior>-L<layer>-m<mult>`` (bakes joined with ``_``)."""
-    parts = [f"{b.behavior}-L{b.layer}-m{_fmt_number(b.multiplier)}" for b in bakes]
-    return f"{slug}-{'_'.join(parts)}"
-
-
-def load_source_config(folder: Path) -> tuple[dict[str, Any], Any]:
-    """``(raw config.json dict, resolved transformers config)`` of a checkpoint folder.
-
-    An architecture without a bake rule is refused before transformers parses the config.
-    """
-    path = Path(folder) / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CaaBakeError(
-            f"{folder} has no config.json: not a Hugging Face model folder"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaaBakeError(f"cannot read {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CaaBakeError(f"{path} is not a JSON object")
-    check_supported(str(raw.get("model_type") or ""))
-    from transformers import AutoConfig
-
-    try:
-        resolved = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CaaBakeError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-    return raw, resolved
-
-
-def _dims(resolved: Any) -> tuple[int, int]:
-    from caa_bake.models.loading import hidden_size, num_layers
-
-    return num_layers(resolved), hidden_size(resolved)
-
-
-def sum_deltas(bakes: Sequence[Bake], n_layers: int, hidden: int) -> dict[int, torch.Tensor]:
-    """Per layer, the float32 sum of ``multiplier x vector`` over ``bakes`` (in bake order).
-
-    Raises:
-        CaaBakeError: no bakes, a layer out of range, or a vector of the wrong size.
-    """
-    if not bakes:
-        raise CaaBakeError("nothing to bake: give --behavior/--layer/--mult or --bake")
-    deltas: dict[int, torch.Tensor] = {}
-    for bake in bakes:
-        check_layer(bake.layer, n_layers)
-        if bake.vector.hidden_size != hidden:
-            raise CaaBakeError(
-                f"{bake.behavior}: vector dimension {bake.vector.hidden_size} does not match "
-                f"the model's hidden size {hidden}; was it extracted from another model?"
-            )
-        deltas[bake.layer] = deltas.get(bake.layer, torch.zeros(hidden)) + bake.delta()
-    return deltas
-
-
-def plan_biases(
-    checkpoint: Checkpoint,
-    rule: BakeRule,
-    resolved: Any,
-    bakes: Sequence[Bake],
-) -> BiasPlan:
-    """Work out every bias tensor to add or patch (reads only the bias tensors it patches).
-
-    Raises:
-        CaaBakeError: no bakes, a layer out of range, a vector of the wrong size, or weights
-            that are not floating point.
-    """
-    n_layers, hidden = _dims(resolved)
-    deltas = sum_deltas(bakes, n_layers, hidden)
-    scale = rule.scale(resolved.to_dict())
-    names = set(checkpoint.weight_map)
-    steered: dict[int, str] = {}
-    added: dict[str, torch.Tensor] = {}
-    patched: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    dtype: torch.dtype | None = None
-    for layer in sorted(deltas):
-        bias_name, weight_name = rule.steer_slot(layer, names).names(layer)
-        steered[layer] = bias_name
-        scaled = deltas[layer] * scale
-        if bias_name in names:
-            original = read_tensor(checkpoint.header_of(bias_name), bias_name)
-            _check_float(original.dtype, bias_name)
-            if tuple(original.shape) != (hidden,):
-                raise CaaBakeError(
-                    f"{bias_name} has shape {tuple(original.shape)}, not ({hidden},)"
-                )
-            new = (original.to(torch.float32) + scaled).to(original.dtype)
-            patched[bias_name] = (original, new)
-            dtype = original.dtype
-        else:
-            info = checkpoint.info(weight_name)
-            _check_float(info.torch_dtype, weight_name)
-            if info.shape[0] != hidden:
-                raise CaaBakeError(f"{weight_name} has {info.shape[0]} outputs, not {hidden}")
-            added[bias_name] = scaled.to(info.torch_dtype)
-            dtype = info.torch_dtype
-    for layer in range(n_layers):
-        for slot in rule.zero_biases:
-            bias_name, weight_name = slot.names(layer)
-            if bias_name in names or bias_name in added:
-                continue
-            if weight_name not in names:
-                raise CaaBakeError(
-                    f"{rule.model_type} checkpoint has no tensor {weight_name}; it does not look "
-                    "like a standard checkpoint of this architecture"
-                )
-            info = checkpoint.info(weight_name)
-            added[bias_name] = torch.zeros(info.shape[0], dtype=info.torch_dtype)
-    assert dtype is not None
-    return BiasPlan(steered, deltas, dict(sorted(added.items())), patched, scale, dtype)
-
-
-def _check_float(dtype: torch.dtype, name: str) -> None:
-    if not dtype.is_floating_point or dtype.itemsize == 1:
-        raise CaaBakeError(
-            f"{name} is stored as {dtype}; baking needs float32/float16/bfloat16 weights "
-            "(dequantize the checkpoint first)"
-        )
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -615,127 +393,3 @@ def read_export_block(folder: Path) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise CaaBakeError(f"{folder} is not a caa-bake export (config.json has no caa_bake block)")
     return block
-
-
-# ---- from what the user typed to bakes ------------------------------------------------
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class BakeSpec:
-    """One requested bake before its vector is fetched.
-
-    ``behavior`` names a cached/extracted vector, unless ``vector_file`` is given (then it
-    only names the bake).
-    """
-
-    behavior: str
-    layer: int
-    multiplier: float
-    vector_file: Path | None = None
-
-
-def parse_bake_spec(text: str) -> BakeSpec:
-    """``behavior:layer:mult`` (or ``vector.safetensors:layer:mult``) -> :class:`BakeSpec`."""
-    parts = text.rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise CaaBakeError(f"cannot read --bake {text!r}: use behavior:layer:multiplier")
-    what, layer_text, mult_text = parts
-    try:
-        layer, multiplier = int(layer_text), float(mult_text)
-    except ValueError:
-        raise CaaBakeError(
-            f"cannot read --bake {text!r}: layer must be an integer and multiplier a number"
-        ) from None
-    if what.endswith(".safetensors"):
-        path = Path(what).expanduser()
-        return BakeSpec(path.stem, layer, multiplier, path)
-    return BakeSpec(what, layer, multiplier)
-
-
-def _check_spec(spec: BakeSpec, n_layers: int) -> None:
-    if not math.isfinite(spec.multiplier):
-        raise CaaBakeError(f"multiplier must be a finite number, got {spec.multiplier}")
-    check_layer(spec.layer, n_layers)
-    if not _NAME.match(spec.behavior):
-        raise CaaBakeError(
-            f"behavior name {spec.behavior!r} must use letters, digits, '.', '_' or '-' "
-            "(it becomes part of the export's folder name)"
-        )
-
-
-def resolve_bakes(
-    source: ModelRef,
-    specs: Sequence[BakeSpec],
-    *,
-    normalized: bool = True,
-    status: Callable[[str], None] | None = None,
-    vector_model: ModelRef | None = None,
-) -> list[Bake]:
-    """Fetch each spec's vector: from its file, else the cache (extracting it if missing).
-
-    Every spec is checked against the model (architecture, layer range, multiplier) before
-    anything is extracted. ``normalized`` asks the cache for the paper-normalized vector.
-    ``vector_model`` takes the cached vectors from another model with the same shapes (the
-    base model of a finetuned ``source``: the paper's combined model) instead of ``source``.
-    """
-    from caa_bake.data.behaviors import check_behavior
-    from caa_bake.steering.cache import get_vector
-
-    if not specs:
-        raise CaaBakeError("nothing to bake: give --behavior/--layer/--mult or --bake")
-    _raw, resolved = load_source_config(source.path)
-    rule_for(resolved.to_dict())
-    n_layers, hidden = _dims(resolved)
-    for spec in specs:
-        _check_spec(spec, n_layers)
-    donor = source if vector_model is None else vector_model
-    if vector_model is not None:
-        _check_same_shapes(source, vector_model, n_layers, hidden)
-    cached: dict[str, list[int]] = {}
-    for spec in specs:
-        if spec.vector_file is None:
-            name = check_behavior(spec.behavior)
-            cached.setdefault(name, [])
-            if spec.layer not in cached[name]:
-                cached[name].append(spec.layer)
-    vectors = {
-        name: get_vector(donor, name, sorted(layers), normalized=normalized)
-        for name, layers in cached.items()
-    }
-    origin = "cache" if vector_model is None else f"model:{vector_model.model_id}"
-    bakes: list[Bake] = []
-    for spec in specs:
-        if spec.vector_file is not None:
-            vector = SteeringVector.load(spec.vector_file)
-            made_from = vector.metadata.get("weights_fingerprint")
-            if status is not None and made_from and made_from != source.weights_fingerprint:
-                status(
-                    f"note: {spec.vector_file} was extracted from other weights "
-                    f"than {source.model_id}"
-                )
-            bakes.append(
-                Bake(
-                    spec.behavior,
-                    spec.layer,
-                    spec.multiplier,
-                    vector,
-                    f"file:{spec.vector_file.name}",
-                )
-            )
-        else:
-            name = check_behavior(spec.behavior)
-            bakes.append(Bake(name, spec.layer, spec.multiplier, vectors[name], origin))
-    return bakes
-
-
-def _check_same_shapes(source: ModelRef, donor: ModelRef, n_layers: int, hidden: int) -> None:
-    """``donor``'s vectors fit ``source``: same number of blocks and hidden size."""
-    _raw, resolved = load_source_config(donor.path)
-    d_layers, d_hidden = _dims(resolved)
-    if (d_layers, d_hidden) != (n_layers, hidden):
-        raise CaaBakeError(
-            f"--vector-from {donor.model_id} has {d_layers} blocks of width {d_hidden}, "
-            f"but {source.model_id} has {n_layers} of width {hidden}: its vectors do not fit"
-        )

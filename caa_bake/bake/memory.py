@@ -18,7 +18,9 @@ from torch import nn
 
 from caa_bake import __version__
 from caa_bake.bake.architectures import BakeRule, rule_for
-from caa_bake.bake.export import CONFIG_KEY, EXPORT_FORMAT, Bake, sum_deltas
+from caa_bake.bake.bakes import Bake
+from caa_bake.bake.export import CONFIG_KEY, EXPORT_FORMAT
+from caa_bake.bake.plan import sum_deltas
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import hidden_size, num_layers
 

@@ -32,7 +32,8 @@ from caa_bake.evaluation.common import (
     tasks_sha256,
 )
 from caa_bake.evaluation.reference_hooks import steer_from_tail
-from caa_bake.evaluation.report import SweepPoint, best_layers, write_sweep_report
+from caa_bake.evaluation.report import write_sweep_report
+from caa_bake.evaluation.tables import SweepPoint, best_layers
 from caa_bake.evaluation.tasks import ab_task, check_task_data, run_tasks
 from caa_bake.models.loading import num_layers, resolve_model
 from caa_bake.steering.cache import get_vector

@@ -84,9 +84,8 @@ def primary_metric(task: str) -> str:
 def tasks_dir() -> Path:
     """The task YAML folder: ``$CAA_BAKE_EVAL_TASKS`` or the checkout's ``eval_tasks/``."""
     explicit = os.environ.get(TASKS_ENV)
-    folder = (
-        Path(explicit).expanduser() if explicit else Path(__file__).parent.parent / "eval_tasks"
-    )
+    checkout = Path(__file__).resolve().parents[2]
+    folder = Path(explicit).expanduser() if explicit else checkout / "eval_tasks"
     if not (folder / "utils.py").is_file():
         raise CaaBakeError(
             f"the lm-eval task folder {folder} is missing (no utils.py); set {TASKS_ENV} to the "

@@ -44,7 +44,7 @@ def free_port() -> int:
 
 def rank_env(spec: FinetuneSpec, rank: int, port: int) -> dict[str, str]:
     """The environment of rank ``rank``."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env.update(
         RANK=str(rank),

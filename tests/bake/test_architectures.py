@@ -19,7 +19,8 @@ from tiny_models import build_model
 from transformers import AutoModelForCausalLM
 
 from caa_bake.bake.architectures import RULES, UnsupportedArchitecture, check_supported, rule_for
-from caa_bake.bake.export import Bake, export_checkpoint
+from caa_bake.bake.bakes import Bake
+from caa_bake.bake.export import export_checkpoint
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import resolve_model
 from caa_bake.steering.hooks import add_to_block_outputs

@@ -15,18 +15,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import build_model, tree_digest
 
-from caa_bake.bake.export import (
-    BIAS_SHARD,
-    RENAMED_SINGLE,
-    Bake,
-    BakeSpec,
-    export_checkpoint,
-    export_name,
-    parse_bake_spec,
-)
+from caa_bake.bake.bakes import Bake, export_name
+from caa_bake.bake.export import BIAS_SHARD, RENAMED_SINGLE, export_checkpoint
+from caa_bake.bake.inspection import inspect_export
 from caa_bake.bake.model_card import update_model_card
 from caa_bake.bake.unbake import unbake_checkpoint
-from caa_bake.bake.verify import inspect_export
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import ModelRef, resolve_model
 from caa_bake.steering.vector import SteeringVector, normalize_vectors
@@ -270,21 +263,6 @@ def test_an_export_is_not_baked_again(llama: ModelRef, tmp_path: Path) -> None:
 
 
 # ---- bad input: one clear error, nothing written -----------------------------------------
-
-
-@pytest.mark.parametrize("mult", [float("nan"), float("inf"), -float("inf")])
-def test_non_finite_multiplier(mult: float) -> None:
-    with pytest.raises(CaaBakeError, match="multiplier must be a finite number"):
-        Bake("t", 1, mult, _vec(0))
-
-
-def test_bake_specs() -> None:
-    assert parse_bake_spec("sycophancy:13:-1.5") == BakeSpec("sycophancy", 13, -1.5)
-    spec = parse_bake_spec("/tmp/v/my-vec.safetensors:2:0.5")
-    assert spec == BakeSpec("my-vec", 2, 0.5, Path("/tmp/v/my-vec.safetensors"))
-    for bad in ("sycophancy:13", "sycophancy:x:1", "sycophancy:1:y", ":1:1"):
-        with pytest.raises(CaaBakeError, match="cannot read --bake"):
-            parse_bake_spec(bad)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from tiny_models import build_model
 from transformers import AutoModelForCausalLM
 
-from caa_bake.bake.export import Bake, export_checkpoint
+from caa_bake.bake.bakes import Bake
+from caa_bake.bake.export import export_checkpoint
 from caa_bake.bake.memory import bake_in_memory
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import resolve_model

@@ -330,7 +330,8 @@ def test_card_of_a_real_combined_export(tmp_path: Path) -> None:
     """Export a tiny llama whose config carries a finetune block: the card says *combined*."""
     import torch
 
-    from caa_bake.bake.export import Bake, export_checkpoint
+    from caa_bake.bake.bakes import Bake
+    from caa_bake.bake.export import export_checkpoint
     from caa_bake.models.loading import resolve_model
     from caa_bake.steering.vector import SteeringVector
 
@@ -357,7 +358,8 @@ def test_card_of_a_real_combined_export(tmp_path: Path) -> None:
 def test_card_of_a_real_plain_export_has_no_combined_note(tmp_path: Path) -> None:
     import torch
 
-    from caa_bake.bake.export import Bake, export_checkpoint
+    from caa_bake.bake.bakes import Bake
+    from caa_bake.bake.export import export_checkpoint
     from caa_bake.models.loading import resolve_model
     from caa_bake.steering.vector import SteeringVector
 

@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import build_model
 
-from caa_bake.bake.export import BIAS_SHARD, VECTORS_FILE, Bake, export_checkpoint
+from caa_bake.bake.bakes import Bake
+from caa_bake.bake.export import BIAS_SHARD, VECTORS_FILE, export_checkpoint
+from caa_bake.bake.inspection import baked_deltas, stored_deltas
 from caa_bake.bake.safetensors_io import write_shard
-from caa_bake.bake.verify import PROBES, TOLERANCE_FP32, baked_deltas, stored_deltas, verify_export
+from caa_bake.bake.verify import PROBES, TOLERANCE_FP32, verify_export
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import resolve_model
 from caa_bake.steering.vector import SteeringVector

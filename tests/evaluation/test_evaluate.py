@@ -19,13 +19,14 @@ from conftest import run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from workspaces import cached_workspace
 
-from caa_bake.bake.export import Bake
+from caa_bake.bake.bakes import Bake
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.data.datasets import load_pairs
 from caa_bake.evaluation.common import make_lm
-from caa_bake.evaluation.evaluate import EvalJob, ensure_export, run_eval_job
+from caa_bake.evaluation.evaluate import run_eval_job
 from caa_bake.evaluation.reference_hooks import steer_from_tail, steering_tail, tail_starts
 from caa_bake.evaluation.tasks import prompt_setup, run_tasks
+from caa_bake.evaluation.variants import EvalJob, ensure_export
 from caa_bake.models.loading import resolve_model
 from caa_bake.models.prompts import encode_prompt
 from caa_bake.steering.hooks import add_to_block_outputs

@@ -1,175 +1,58 @@
-"""Tables, CSV, markdown and plots of eval and sweep results, from hand-made rows."""
+"""The result files of an eval and a sweep, written from hand-made rows and points."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
-import pytest
+from caa_bake.evaluation.report import write_eval_report, write_sweep_report
+from caa_bake.evaluation.tables import Row, SweepPoint, eval_markdown, sweep_markdown
 
-from caa_bake.evaluation.report import (
-    PAPER_LLAMA2_7B,
-    Row,
-    SweepPoint,
-    best_layers,
-    eval_markdown,
-    eval_tables,
-    finetuning_table,
-    paper_comparison,
-    plot_eval,
-    plot_sweep,
-    sweep_markdown,
-    write_csv,
-)
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _row(
-    state: str, kind: str, behavior: str, mult: float, task: str, metric: str, value: float
-) -> Row:
-    return Row(state, kind, behavior, 13 if mult else None, mult, task, metric, value, None, 50)
-
-
-ROWS = [
-    _row("none", "base", "", 0.0, "caa_ab_refusal", "p_match", 0.5),
-    _row("none", "base", "", 0.0, "caa_ab_sycophancy", "p_match", 0.6),
-    _row("none", "base", "", 0.0, "caa_mmlu", "p_correct_cat", 0.4),
-    _row("none", "baked", "refusal", -1.0, "caa_ab_refusal", "p_match", 0.25),
-    _row("none", "baked", "refusal", 1.0, "caa_ab_refusal", "p_match", 0.75),
-    _row("none", "baked", "refusal", 1.0, "caa_mmlu", "p_correct_cat", 0.375),
-    _row("none", "hooks", "refusal", 1.0, "caa_ab_refusal", "p_match", 0.7),
-    _row("none", "baked", "sycophancy", 1.0, "caa_ab_sycophancy", "p_match", 0.9),
-    _row("ft-pos", "finetuned", "refusal", 0.0, "caa_ab_refusal", "p_match", 0.8),
-    _row("ft-pos", "combined", "refusal", 1.0, "caa_ab_refusal", "p_match", 0.95),
-]
-BEHAVIORS = ["refusal", "sycophancy"]
+BEHAVIORS = ["refusal"]
 MULTS = [-1.0, 0.0, 1.0]
+ROWS = [
+    Row("none", "base", "", None, 0.0, "caa_ab_refusal", "p_match", 0.5, None, 10),
+    Row("none", "baked", "refusal", 13, -1.0, "caa_ab_refusal", "p_match", 0.25, 0.05, 10),
+    Row("none", "baked", "refusal", 13, 1.0, "caa_ab_refusal", "p_match", 0.75, 0.05, 10),
+]
 
 
-def test_eval_tables_cells() -> None:
-    tables = {t.title: t for t in eval_tables(ROWS, BEHAVIORS, MULTS)}
-    baked = next(t for title, t in tables.items() if title.startswith("p_match — baked"))
-    assert baked.columns == ["-1", "0", "+1"]
-    assert baked.cells == [[0.25, 0.5, 0.75], [None, 0.6, 0.9]]  # column 0 = the base model
-    hooks = next(t for title, t in tables.items() if title.startswith("p_match — hook"))
-    assert hooks.cells == [[None, 0.5, 0.7], [None, 0.6, None]]
-    combined = next(t for title, t in tables.items() if "[finetuned: ft-pos]" in title)
-    assert combined.rows == ["refusal"]  # only behaviors with a finetuned model
-    assert combined.cells == [[None, 0.8, 0.95]]  # 0 = the finetuned model
-    mmlu = next(t for title, t in tables.items() if title.startswith("MMLU p(correct), mean"))
-    assert mmlu.row_header == "vector"
-    assert mmlu.cells == [[None, 0.4, 0.375], [None, 0.4, None]]
-    assert not any("item mean" in title for title in tables)  # no such rows: no table
-
-
-def test_eval_markdown_lines() -> None:
-    meta = {
-        "model": {"model_id": "m", "weights_fingerprint": "ab" * 32, "prompt_style": "plain"},
-        "layer": 13,
-        "command": "caa-bake eval -b refusal",
-        "limit": None,
-        "wall_s": 12.0,
-        "vectors": {"refusal": {"sha256": "cd" * 32, "norm": 1.5}},
-    }
-    text = eval_markdown(ROWS, BEHAVIORS, MULTS, meta)
-    lines = text.splitlines()
-    assert lines[0] == "# caa-bake eval: m, layer 13"
-    assert "- vector refusal: sha256 `cdcdcdcdcdcdcdcd`, norm 1.5" in lines
-    assert "| refusal | 0.250 | 0.500 | 0.750 |" in lines
-    assert "| sycophancy | - | 0.600 | 0.900 |" in lines
-    summary = [line for line in lines if line.startswith("Over ")]
-    assert summary == [
-        "Over 1 (behavior, multiplier, task) cells: mean |Δ| = 0.0500, max |Δ| = 0.0500 "
-        "(refusal m+1 caa_ab_refusal p_match: baked 0.7500, hooks 0.7000)."
-    ]
-
-
-def test_csv_round_trip(tmp_path: Path) -> None:
-    path = write_csv(ROWS, tmp_path / "rows.csv")
-    with path.open(encoding="utf-8") as fh:
-        read = list(csv.DictReader(fh))
-    assert len(read) == len(ROWS)
-    assert read[3] == {
-        "state": "none",
-        "kind": "baked",
-        "behavior": "refusal",
-        "layer": "13",
-        "multiplier": "-1.0",
-        "task": "caa_ab_refusal",
-        "metric": "p_match",
-        "value": "0.25",
-        "stderr": "",
-        "n": "50",
-    }
-
-
-def _points() -> list[SweepPoint]:
-    deltas = {
-        ("a", 0, -1.0): -0.1,
-        ("a", 0, 1.0): 0.1,  # effect 0.2
-        ("a", 1, -1.0): -0.3,
-        ("a", 1, 1.0): 0.2,  # effect 0.5
-        ("b", 0, -1.0): -0.4,
-        ("b", 0, 1.0): 0.3,  # effect 0.7
-        ("b", 1, -1.0): 0.0,
-        ("b", 1, 1.0): 0.1,  # effect 0.1
-    }
-    return [SweepPoint(b, layer, m, 0.5 + d, d, 0.0, 50) for (b, layer, m), d in deltas.items()]
-
-
-def test_best_layers() -> None:
-    # all: layer 0 -> 0.2 + 0.7 = 0.9, layer 1 -> 0.5 + 0.1 = 0.6
-    assert best_layers(_points()) == {"a": 1, "b": 0, "all": 0}
-    tie = [SweepPoint("a", layer, 1.0, 0.6, 0.1, 0.0, 5) for layer in (4, 2)]
-    assert best_layers(tie) == {"a": 2, "all": 2}
-
-
-def test_sweep_markdown() -> None:
-    text = sweep_markdown(_points(), {"a": 0.5, "b": 0.5}, {"model": {"model_id": "m"}})
-    lines = text.splitlines()
-    assert (
-        "- best layer (largest Σ sign(m)·Δp_match): a 1, b 0; all behaviors together: **0**"
-        in lines
+def test_eval_report_files(tmp_path: Path) -> None:
+    meta = {"model": {"model_id": "m"}, "layer": 13, "wall_s": 1.0}
+    variants = [{"label": "base"}, {"label": "baked refusal"}]
+    samples = [{"task": "caa_ab_refusal", "p_match": 0.5}]
+    files = write_eval_report(
+        tmp_path,
+        meta=meta,
+        variants=variants,
+        rows=ROWS,
+        samples=samples,
+        behaviors=BEHAVIORS,
+        multipliers=MULTS,
     )
-    assert "| layer | a -1 | a +1 | b -1 | b +1 |" in lines
-    assert "| 1 | -0.300 | +0.200 | +0.000 | +0.100 |" in lines
+    names = [f.name for f in files]
+    assert names == ["results.json", "results.csv", "samples.jsonl", "results.md", "p_match.png"]
+    assert json.loads((tmp_path / "results.json").read_text()) == {**meta, "variants": variants}
+    with (tmp_path / "results.csv").open(encoding="utf-8") as fh:
+        assert [r["value"] for r in csv.DictReader(fh)] == ["0.5", "0.25", "0.75"]
+    lines = (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == samples
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert md == eval_markdown(ROWS, BEHAVIORS, MULTS, meta) + "\n"
 
 
-def test_plots_are_pngs(tmp_path: Path) -> None:
-    files = plot_eval(ROWS, tmp_path, BEHAVIORS, MULTS)
-    assert [f.name for f in files] == ["p_match.png", "mmlu.png"]
-    files.append(plot_sweep(_points(), tmp_path / "sweep.png"))
-    for path in files:
-        assert path.read_bytes()[:8] == PNG
-
-
-def test_paper_comparison_table() -> None:
-    table = paper_comparison(ROWS, BEHAVIORS)
-    assert table.columns[:3] == ["this run -1", "this run 0", "this run +1"]
-    assert table.cells[0] == [0.25, 0.5, 0.75, 0.42, 0.74, 0.89]
-    assert table.cells[1] == [None, 0.6, 0.9, 0.54, 0.69, 0.62]
-    text = eval_markdown(ROWS, BEHAVIORS, MULTS, {})
-    assert "| refusal | 0.250 | 0.500 | 0.750 | 0.420 | 0.740 | 0.890 |" in text.splitlines()
-
-
-def test_paper_reference_numbers() -> None:
-    assert len(PAPER_LLAMA2_7B) == 7
-    assert PAPER_LLAMA2_7B["refusal"] == (0.42, 0.74, 0.89)
-    assert PAPER_LLAMA2_7B["sycophancy"] == pytest.approx((0.54, 0.69, 0.62))
-
-
-def test_finetuning_table_has_the_papers_shape() -> None:
-    table = finetuning_table(ROWS, MULTS)
-    assert table is not None
-    assert table.rows == ["refusal · no finetuning", "refusal · ft-pos"]
-    assert table.cells == [[0.25, 0.5, 0.75], [None, 0.8, 0.95]]
-    assert finetuning_table([r for r in ROWS if r.state == "none"], MULTS) is None
-    text = eval_markdown(ROWS, BEHAVIORS, MULTS, {})
-    assert "| refusal · ft-pos | - | 0.800 | 0.950 |" in text
-
-
-def test_no_paper_comparison_without_behavior_tasks() -> None:
-    capability = [r for r in ROWS if r.task == "caa_mmlu"]
-    assert "side by side with the paper" not in eval_markdown(capability, BEHAVIORS, MULTS, {})
-    assert "side by side with the paper" in eval_markdown(ROWS, BEHAVIORS, MULTS, {})
+def test_sweep_report_files(tmp_path: Path) -> None:
+    points = [
+        SweepPoint("refusal", layer, m, 0.5 + d, d, 0.0, 10)
+        for layer, m, d in [(0, -1.0, -0.1), (0, 1.0, 0.1), (1, -1.0, -0.3), (1, 1.0, 0.3)]
+    ]
+    base = {"refusal": 0.5}
+    meta = {"model": {"model_id": "m"}}
+    files = write_sweep_report(tmp_path, meta=meta, points=points, base=base)
+    assert [f.name for f in files] == ["sweep.json", "sweep.csv", "sweep.md", "sweep.png"]
+    payload = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))
+    assert payload["best_layer"] == {"refusal": 1, "all": 1}
+    assert payload["unsteered_p_match"] == base
+    assert len(payload["points"]) == 4
+    assert (tmp_path / "sweep.md").read_text(encoding="utf-8") == sweep_markdown(points, base, meta)

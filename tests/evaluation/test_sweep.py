@@ -13,8 +13,8 @@ from workspaces import cached_workspace
 
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.data.datasets import load_pairs
-from caa_bake.evaluation.report import best_layers
 from caa_bake.evaluation.sweep import SweepJob, SweepRun, run_sweep_job
+from caa_bake.evaluation.tables import best_layers
 from caa_bake.models.prompts import encode_prompt
 from caa_bake.steering.hooks import add_to_block_outputs
 from caa_bake.steering.vector import SteeringVector

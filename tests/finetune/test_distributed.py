@@ -368,7 +368,7 @@ def test_sigterm_stops_the_ranks_and_leaves_nothing_behind(
 def _export_has_vector_from() -> bool:
     import inspect
 
-    from caa_bake.bake.export import resolve_bakes
+    from caa_bake.bake.bakes import resolve_bakes
 
     return "vector_model" in inspect.signature(resolve_bakes).parameters
 

@@ -1,0 +1,177 @@
+"""``caa_bake.evaluation.common``: option parsing, run folders and the resumable unit log
+shared by ``eval`` and ``sweep``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import caa_bake
+from caa_bake.core.errors import CaaBakeError
+from caa_bake.data.behaviors import CAA_BEHAVIORS
+from caa_bake.evaluation.common import (
+    PartialLog,
+    check_behaviors,
+    check_limit,
+    parse_multipliers,
+    prepare_run_dir,
+    tasks_sha256,
+)
+from caa_bake.evaluation.tasks import tasks_dir
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        ("-1,0,1", [-1.0, 0.0, 1.0]),
+        ("1, -1 ,0.5", [-1.0, 0.5, 1.0]),
+        ("2,2,2.0", [2.0]),
+        ("-0", [0.0]),
+        ("1,,", [1.0]),
+        ("1e-1", [0.1]),
+    ],
+)
+def test_multipliers_are_sorted_unique_floats(text: str, values: list[float]) -> None:
+    parsed = parse_multipliers(text)
+    assert parsed == values
+    assert all(str(v) != "-0.0" for v in parsed)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,b", "cannot read multipliers 'a,b': use numbers separated by commas, e.g. -1,0,1"),
+        ("1;2", "cannot read multipliers '1;2'"),
+        ("inf", "multiplier must be a finite number, got inf"),
+        ("0,-nan", "multiplier must be a finite number, got -nan"),
+        ("", "no multipliers given (e.g. --mults -1,0,1)"),
+        (" , ", "no multipliers given"),
+    ],
+)
+def test_bad_multipliers(text: str, message: str) -> None:
+    with pytest.raises(CaaBakeError, match=re.escape(message)):
+        parse_multipliers(text)
+
+
+def test_limit() -> None:
+    assert check_limit(None) is None
+    assert check_limit(1) == 1
+    for bad in (0, -5):
+        with pytest.raises(CaaBakeError, match=f"got {bad}$"):
+            check_limit(bad)
+
+
+def test_behaviors_are_canonical_unique_and_in_order() -> None:
+    assert check_behaviors(["refusal", "sycophancy", "refusal"]) == ["refusal", "sycophancy"]
+    assert check_behaviors(list(reversed(CAA_BEHAVIORS))) == list(reversed(CAA_BEHAVIORS))
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "name a behavior (--behavior B) or pass --all-behaviors"),
+        (["refusl"], "unknown behavior 'refusl'"),
+        (["anthropic-power-seeking-inclination"], "has no A/B evaluation task"),
+    ],
+)
+def test_bad_behaviors(names: list[str], message: str) -> None:
+    with pytest.raises(CaaBakeError, match=re.escape(message)):
+        check_behaviors(names)
+
+
+@pytest.fixture
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "results"
+    monkeypatch.setenv("CAA_BAKE_RESULTS_DIR", str(folder))
+    return folder
+
+
+def test_default_run_name(results: Path) -> None:
+    folder = prepare_run_dir(None, "sweep", "tiny-llama", force=False)
+    assert folder.parent == results and folder.is_dir()
+    assert re.fullmatch(r"sweep-tiny-llama-\d{8}-\d{6}", folder.name)
+
+
+def test_named_run_must_be_new_or_empty(results: Path) -> None:
+    assert prepare_run_dir("r1", "eval", "m", force=False) == results / "r1"
+    assert prepare_run_dir("r1", "eval", "m", force=False) == results / "r1"  # still empty
+    (results / "r1" / "results.md").write_text("old")
+    with pytest.raises(CaaBakeError, match="already holds results; pick another --run"):
+        prepare_run_dir("r1", "eval", "m", force=False)
+    assert prepare_run_dir("r1", "eval", "m", force=True) == results / "r1"
+    assert prepare_run_dir("r1", "eval", "m", force=False, resume=True) == results / "r1"
+    assert (results / "r1" / "results.md").read_text() == "old"  # never cleared here
+
+
+@pytest.mark.parametrize("name", ["bad name", "../up", "-dash", ".hidden", "a/b"])
+def test_bad_run_names(results: Path, name: str) -> None:
+    with pytest.raises(CaaBakeError, match="must use letters, digits"):
+        prepare_run_dir(name, "eval", "m", force=False)
+    assert not results.exists()
+
+
+def test_resume_needs_a_run_name(results: Path) -> None:
+    with pytest.raises(CaaBakeError, match="--resume needs the --run name"):
+        prepare_run_dir(None, "eval", "m", force=False, resume=True)
+    assert not results.exists()
+
+
+def test_run_folder_that_cannot_be_created(results: Path) -> None:
+    results.parent.mkdir(exist_ok=True)
+    results.write_text("a file, not a folder")
+    with pytest.raises(CaaBakeError, match="cannot create "):
+        prepare_run_dir("r", "eval", "m", force=False)
+
+
+def test_partial_log_records_and_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "units.partial.jsonl"
+    log = PartialLog(path, resume=False)
+    assert len(log) == 0
+    log.add({"layer": 1, "mult": -1.0}, 0.25)
+    log.add({"mult": 1.0, "layer": 1}, {"p": 0.75})
+    assert log.get({"mult": -1.0, "layer": 1}) == 0.25  # key order does not matter
+    assert log.get({"layer": 2, "mult": 1.0}) is None
+    # an interruption cut the last line short
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"key": {"layer": 3')
+    again = PartialLog(path, resume=True)
+    assert len(again) == 2
+    assert again.get({"layer": 1, "mult": 1.0}) == {"p": 0.75}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0]) == {"key": {"layer": 1, "mult": -1.0}, "value": 0.25}
+
+
+def test_partial_log_without_resume_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "units.partial.jsonl"
+    PartialLog(path, resume=False).add({"k": 1}, 1)
+    fresh = PartialLog(path, resume=False)
+    assert len(fresh) == 0 and not path.exists()
+    assert len(PartialLog(tmp_path / "none.jsonl", resume=True)) == 0
+
+
+def test_tasks_sha256_covers_the_checkouts_task_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``CAA_BAKE_EVAL_TASKS`` the tasks are the checkout's ``eval_tasks/`` folder."""
+    monkeypatch.delenv("CAA_BAKE_EVAL_TASKS", raising=False)
+    folder = Path(caa_bake.__file__).resolve().parents[1] / "eval_tasks"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".pyc"):
+        digest.update(f"{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    assert tasks_dir() == folder
+    assert tasks_sha256() == digest.hexdigest()
+
+
+def test_tasks_sha256_follows_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "utils.py").write_text("# tasks")
+    (tmp_path / "a.yaml").write_text("task: a")
+    monkeypatch.setenv("CAA_BAKE_EVAL_TASKS", str(tmp_path))
+    first = tasks_sha256()
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    (tmp_path / "a.yaml").write_text("task: b")
+    assert tasks_sha256() != first
+    (tmp_path / "a.yaml").write_text("task: a")
+    assert tasks_sha256() == first
