@@ -2,7 +2,8 @@
 
 Everything is written into a hidden temporary folder (or file) beside the target, flushed
 to disk, then renamed into place. A crash leaves only the hidden temporary, never a
-half-written target.
+half-written target, and the next write beside the same target removes that temporary once
+it can prove its writer dead (an owner lock the kernel released: :mod:`caa_bake.core.stale`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_file", "default_mode", "fsync_tree"]
+from caa_bake.core.stale import OLD_SUFFIX, claim_temp, owner_fds, sweep_stale
+
+__all__ = ["atomic_dir", "atomic_file", "default_mode", "fsync_tree", "owner_fds", "scratch_dir"]
 
 
 def default_mode(*, directory: bool = False) -> int:
@@ -50,23 +52,45 @@ def fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
+def scratch_dir(target: Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``target`` (same filesystem); always removed.
+
+    For writers that move files into ``target`` themselves. Dead writers' temporaries beside
+    ``target`` are swept first.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target.parent)
+    owned = claim_temp(target, directory=True)
+    try:
+        yield owned.path
+    finally:
+        shutil.rmtree(owned.path, ignore_errors=True)
+        owned.release()
+
+
+@contextlib.contextmanager
 def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success rename it to ``target``.
 
     On any exception the temporary folder is removed and ``target`` is untouched. With
     ``overwrite`` an existing ``target`` is replaced only after the new one is complete.
+    Dead writers' temporaries beside ``target`` are swept first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it owner-only
+    sweep_stale(target.parent)
+    owned = claim_temp(target, directory=True)
+    tmp = owned.path
+    old = tmp.with_name(tmp.name + OLD_SUFFIX)
     try:
+        tmp.chmod(default_mode(directory=True))  # made owner-only, like mkdtemp
         yield tmp
         fsync_tree(tmp)
         if target.exists():
             if not overwrite:
                 raise FileExistsError(target)
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            # a kill between these renames leaves the old target here; a sweep puts it back
             os.rename(target, old)
             os.rename(tmp, target)
             _remove(old)
@@ -75,24 +99,33 @@ def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
         _fsync_path(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.lexists(old) and not os.path.lexists(target):
+            os.rename(old, target)  # the second rename failed: put the old target back
         raise
+    finally:
+        owned.release()
 
 
 @contextlib.contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary file path beside ``target``; on success rename it over ``target``."""
+    """Yield a temporary file path beside ``target``; on success rename it over ``target``.
+
+    Dead writers' temporaries beside ``target`` are swept first.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    sweep_stale(target.parent)
+    owned = claim_temp(target, directory=False)
+    tmp = owned.path
     try:
         yield tmp
         if tmp.exists():
-            tmp.chmod(default_mode())  # mkstemp makes it owner-only
+            tmp.chmod(default_mode())  # made owner-only, like mkstemp
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        owned.release()

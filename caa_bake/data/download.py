@@ -6,9 +6,10 @@ either a folder with the data-mirror layout (or a ``file://`` URL of one) or an
 ``http(s)://`` URL serving that layout.
 
 All or nothing: files are fetched into a hidden staging folder *beside* the datasets dir
-(same filesystem, so the final moves are renames). Each file is streamed in chunks to a
-temporary file beside its staged target, checked against the manifest's size and sha256,
-then renamed. The raw Anthropic evals are converted inside the staging folder too. Only
+(same filesystem, so the final moves are renames; a killed pull's staging folder is removed
+by the next pull: :func:`caa_bake.core.atomic.scratch_dir`). Each file is streamed in chunks
+to a temporary file beside its staged target, checked against the manifest's size and
+sha256, then renamed. The raw Anthropic evals are converted inside the staging folder too. Only
 when every file has succeeded are the staged files moved into the datasets dir; on any
 failure the staging folder is deleted and the datasets dir is left exactly as it was.
 Files already present with the right sha256 are not fetched again.
@@ -19,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,7 +33,7 @@ from typing import IO
 from tqdm.auto import tqdm
 
 from caa_bake import __version__
-from caa_bake.core.atomic import fsync_tree
+from caa_bake.core.atomic import fsync_tree, scratch_dir
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.core.paths import datasets_dir
 from caa_bake.core.progress import is_quiet
@@ -258,12 +258,12 @@ def pull(
         else:
             todo.append(entry)
 
+    stack = ExitStack()  # the staging folder: removed at the end, swept if we are killed
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+        staging = stack.enter_context(scratch_dir(dest))
     except OSError as exc:
         raise CaaBakeError(f"cannot create a staging folder beside {dest}: {exc}") from exc
-    try:
+    with stack:
         with tqdm(
             total=sum(e.size for e in todo),
             desc="datasets",
@@ -284,6 +284,4 @@ def pull(
                 report.fetched.append(entry.path)
         _convert_anthropic(dest, staging, report)
         _commit(staging, dest, report.fetched + report.converted)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report

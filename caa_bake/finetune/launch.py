@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from caa_bake.core.atomic import owner_fds
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.core.progress import is_quiet
 from caa_bake.finetune.spec import FinetuneSpec
@@ -160,6 +161,7 @@ def launch_ranks(spec: FinetuneSpec, workdir: Path, checkpoint: Path) -> None:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
+                        pass_fds=owner_fds(checkpoint),  # its temporary lives while ranks do
                     )
                 )
         while True:

@@ -141,7 +141,24 @@ class SteeringVector:
             if not name.startswith(_PREFIX) or not name[len(_PREFIX) :].isdigit():
                 raise CaaBakeError(f"{path}: unexpected tensor {name!r} (expected layer.<N>)")
             layers[int(name[len(_PREFIX) :])] = tensor
+        _check_finite(path, layers)
         return cls(layers, metadata)
+
+
+def _check_finite(path: Path, layers: Mapping[int, torch.Tensor]) -> None:
+    """Refuse NaN / inf values: baked into a bias they would break every output."""
+    bad = {
+        layer: int((~torch.isfinite(t)).sum())
+        for layer, t in sorted(layers.items())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    }
+    if bad:
+        first, count = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more layer(s))" if len(bad) > 1 else ""
+        raise CaaBakeError(
+            f"vector file {path}: layer {first} has {count} NaN/inf value(s){more}; "
+            "re-extract the vector or fix the file"
+        )
 
 
 def vector_path(model_slug: str, behavior: str, *, normalized: bool = False) -> Path:

@@ -353,7 +353,7 @@ def test_sigterm_stops_the_ranks_and_leaves_nothing_behind(
         time.sleep(0.2)
     ranks = launcher.children()
     assert len(ranks) == 2
-    assert [p.name[:8] for p in out.parent.iterdir()] == [".ft.tmp-"]
+    assert {p.name[:8] for p in out.parent.iterdir()} == {".ft.tmp-"}  # folder + owner lock
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1
