@@ -7,7 +7,7 @@ import sys
 import typer
 
 from caa_bake.core.errors import CaaBakeError
-from cli import datasets_cmd, eval_cmd, export_cmd, extract_cmd, finetune_cmd
+from cli import datasets_cmd, eval_cmd, export_cmd, extract_cmd, finetune_cmd, models_cmd
 
 app = typer.Typer(
     name="caa-bake",
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(datasets_cmd.app, name="datasets")
+app.add_typer(models_cmd.app, name="models")
 extract_cmd.register(app)
 export_cmd.register(app)
 eval_cmd.register(app)

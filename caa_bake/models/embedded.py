@@ -38,6 +38,7 @@ __all__ = [
     "MARKER_FILE",
     "embedded_model_dir",
     "ensure_embedded_model",
+    "file_lock",
     "find_gguf",
 ]
 
@@ -79,7 +80,7 @@ def _is_complete(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (POSIX flock); a no-op where fcntl is unavailable."""
     try:
         import fcntl
@@ -101,7 +102,7 @@ def ensure_embedded_model() -> Path:
     if _is_complete(target):
         return target
     try:
-        with _file_lock(target.with_name(f".{target.name}.lock")):
+        with file_lock(target.with_name(f".{target.name}.lock")):
             if not _is_complete(target):  # else another process finished while we waited
                 _convert_into(target)
     except OSError as err:

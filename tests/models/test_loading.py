@@ -186,7 +186,10 @@ def test_file_instead_of_folder(tmp_path: Path) -> None:
 
 
 def test_not_a_hub_id() -> None:
-    with pytest.raises(CaaBakeError, match="is not a local folder, 'smollm2-135m-instruct', or a"):
+    with pytest.raises(
+        CaaBakeError,
+        match=r"is not a local folder, a known model name \('smollm2-135m-instruct', 'qwen2",
+    ):
         resolve_model("what is this?")
 
 
