@@ -56,6 +56,7 @@ from caa_bake.evaluation.tasks import (
     run_tasks,
 )
 from caa_bake.finetune.listing import FinetunedCheckpoint, list_finetuned
+from caa_bake.models.dtypes import parse_dtype, resolve_dtype
 from caa_bake.models.loading import ModelRef, check_model_dir, load_model, num_layers, resolve_model
 from caa_bake.steering.cache import get_vector
 from caa_bake.steering.job import pick_device
@@ -119,6 +120,7 @@ class EvalJob:
     model: str | None = None
     batch_size: int = 8
     device: str = "auto"
+    dtype: str = "auto"
     run: str | None = None
     finetuned: tuple[Path, ...] = ()
     discover_finetuned: bool = True
@@ -287,7 +289,9 @@ def _prepared(
             assert variant.model_dir is not None
             folder, note = variant.model_dir, "finetuned checkpoint"
         model_ref = resolve_model(str(folder))
-        model, _tok = load_model(model_ref, device=str(loaded.loader.device))
+        model, _tok = load_model(
+            model_ref, dtype=loaded.loader.dtype, device=str(loaded.loader.device)
+        )
         try:
             yield _Prepared(model, str(folder), model_ref.weights_fingerprint, note)
         finally:
@@ -321,6 +325,7 @@ def _run_variant(
 
 def _check_job(job: EvalJob) -> None:
     check_limit(job.limit)
+    parse_dtype(job.dtype)
     unknown = [k for k in job.kinds if k not in STEERED_KINDS]
     if unknown:
         raise CaaBakeError(f"unknown kind(s) {', '.join(unknown)}; valid: baked, hooks")
@@ -336,6 +341,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     job = replace(job, behaviors=behaviors)
     check_task_data(_plan(job, [])[0].tasks)
     device = pick_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)
     ref = resolve_model(job.model)
     finetuned = find_finetuned(ref, behaviors, job.finetuned, discover=job.discover_finetuned)
     plan = _plan(job, finetuned)
@@ -343,7 +349,8 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     folder = prepare_run_dir(job.run, "eval", ref.slug, force=job.force, resume=job.resume)
     log = PartialLog(folder / "variants.partial.jsonl", resume=job.resume)
     status(f"model {ref.model_id}; {len(plan)} model variants; results in {folder}")
-    loaded = load_for_eval(ref, device)
+    loaded = load_for_eval(ref, device, dtype)
+    status(f"running in {loaded.dtype} on {device}")
     vectors = {}
     if any(v.behavior for v in plan):
         for behavior in behaviors:
@@ -399,7 +406,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
         folder,
         meta=meta,
         variants=[_variant_record(r) for r in results],
-        rows=_rows(results),
+        rows=_rows(results, loaded.dtype),
         samples=_samples(results),
         behaviors=behaviors,
         multipliers=job.multipliers,
@@ -423,6 +430,7 @@ def _variant_key(
         "model": loaded.ref.weights_fingerprint,
         "vector": vector_sha,
         "limit": job.limit,
+        "dtype": loaded.dtype,
         "prompt": loaded.setup.task_style,
         "eval_tasks": tasks_sha256(),
     }
@@ -486,7 +494,7 @@ def _variant_record(result: VariantResult) -> dict[str, Any]:
     }
 
 
-def _rows(results: list[VariantResult]) -> list[Row]:
+def _rows(results: list[VariantResult], dtype: str) -> list[Row]:
     rows = []
     for result in results:
         v = result.variant
@@ -506,6 +514,7 @@ def _rows(results: list[VariantResult]) -> list[Row]:
                         value=value,
                         stderr=task_result.metrics.get(f"{metric}_stderr"),
                         n=task_result.n,
+                        dtype=dtype,
                     )
                 )
     return rows
