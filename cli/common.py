@@ -9,7 +9,7 @@ import typer
 
 from caa_bake.core.progress import is_quiet, set_quiet
 
-__all__ = ["ModelOpt", "QuietOpt", "RevisionOpt", "apply_quiet", "say"]
+__all__ = ["DtypeOpt", "ModelOpt", "QuietOpt", "RevisionOpt", "apply_quiet", "say"]
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")]
 ModelOpt = Annotated[
@@ -18,6 +18,15 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Hub id, local directory, or 'smollm2-135m-instruct' (default; env CAA_BAKE_MODEL).",
+    ),
+]
+
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (= float32, measured: BENCHMARKS.md), float32/fp32, bfloat16/bf16 or "
+        "float16/fp16. Half precision needs native support on CPU (AMX / AVX512-BF16).",
     ),
 ]
 

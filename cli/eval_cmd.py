@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from caa_bake.data.behaviors import CAA_BEHAVIORS
-from cli.common import ModelOpt, QuietOpt, apply_quiet, say
+from cli.common import DtypeOpt, ModelOpt, QuietOpt, apply_quiet, say
 
 __all__ = ["register"]
 
@@ -76,6 +76,7 @@ def eval_command(
     ] = False,
     batch_size: BatchOpt = 8,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     run: RunOpt = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-export baked models even if they exist.")
@@ -99,6 +100,7 @@ def eval_command(
         model=model,
         batch_size=batch_size,
         device=device,
+        dtype=dtype,
         run=run,
         finetuned=tuple(p.expanduser() for p in finetuned or []),
         discover_finetuned=not no_finetuned,
@@ -132,6 +134,7 @@ def sweep_command(
     model: ModelOpt = None,
     batch_size: BatchOpt = 8,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     run: RunOpt = None,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
@@ -150,6 +153,7 @@ def sweep_command(
         model=model,
         batch_size=batch_size,
         device=device,
+        dtype=dtype,
         positions=positions,
         run=run,
         force=force,

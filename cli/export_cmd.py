@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from caa_bake.core.errors import CaaBakeError
 from cli.common import ModelOpt, QuietOpt, apply_quiet, say
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["register"]
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
+VerifyDtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--verify-dtype",
+        help="dtype of the baked-vs-hook comparison: float32 (default, the exactness check) "
+        "or bfloat16/float16 (a looser smoke check).",
+    ),
+]
 LinkOpt = Annotated[
     bool,
     typer.Option(
@@ -21,6 +32,15 @@ LinkOpt = Annotated[
         "a hard-linked file is shared with the source: never edit it in place).",
     ),
 ]
+
+
+def _comparison_dtype(name: str, flag: str) -> torch.dtype:
+    """The dtype verification compares in: explicit (never ``auto``), runnable on the CPU."""
+    from caa_bake.models.dtypes import resolve_dtype
+
+    if name.strip().lower() == "auto":
+        raise CaaBakeError(f"verification compares in an explicit dtype: use {flag} float32")
+    return resolve_dtype(name, "cpu")
 
 
 def export(
@@ -71,6 +91,15 @@ def export(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the verification after writing.")
     ] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="dtype a missing vector is extracted in (and a cached one must have): auto, "
+            "float32, bfloat16 or float16 (auto: see `extract --help`).",
+        ),
+    ] = "auto",
+    verify_dtype: VerifyDtypeOpt = "float32",
     quiet: QuietOpt = False,
 ) -> None:
     """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
@@ -78,9 +107,13 @@ def export(
     from caa_bake.bake.export import export_checkpoint
     from caa_bake.bake.verify import verify_export
     from caa_bake.core.paths import exports_dir
+    from caa_bake.models.dtypes import parse_dtype, resolve_dtype
     from caa_bake.models.loading import resolve_model
 
     apply_quiet(quiet)
+    parse_dtype(dtype)
+    check_dtype = _comparison_dtype(verify_dtype, "--verify-dtype")
+    extract_dtype = resolve_dtype(dtype, "cpu")
     specs: list[BakeSpec] = []
     given = [x is not None for x in (behavior, layer, mult)]
     if any(given):
@@ -97,13 +130,20 @@ def export(
     donor = None if vector_from is None else resolve_model(vector_from)
     if donor is not None and any(spec.vector_file is not None for spec in specs):
         raise CaaBakeError("--vector-from takes cached vectors; it cannot be used with --vector")
-    bakes = resolve_bakes(ref, specs, normalized=not no_normalize, status=say, vector_model=donor)
+    bakes = resolve_bakes(
+        ref,
+        specs,
+        normalized=not no_normalize,
+        status=say,
+        vector_model=donor,
+        dtype=extract_dtype,
+    )
     target = out if out is not None else exports_dir() / export_name(ref.slug, bakes)
     lines: list[str] = []
 
     def check(folder: Path) -> None:
         say("verifying the export (reload from disk, compare with hook steering) ...")
-        report = verify_export(folder, source=ref.path)
+        report = verify_export(folder, source=ref.path, dtype=check_dtype)
         report.export_dir = target
         lines.extend(report.lines())
         if not report.ok:
@@ -131,13 +171,27 @@ def verify(
     no_lm_eval: Annotated[
         bool, typer.Option("--no-lm-eval", help="Skip the lm-eval loglikelihood check.")
     ] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="float32 (default, the exactness check) or bfloat16/float16 (a looser "
+            "smoke check); auto is not taken here.",
+        ),
+    ] = "float32",
     quiet: QuietOpt = False,
 ) -> None:
     """Reload an export from disk and compare it with its source plus hook steering."""
     from caa_bake.bake.verify import verify_export
 
     apply_quiet(quiet)
-    report = verify_export(export_dir, source=source, new_tokens=tokens, lm_eval=not no_lm_eval)
+    report = verify_export(
+        export_dir,
+        source=source,
+        new_tokens=tokens,
+        lm_eval=not no_lm_eval,
+        dtype=_comparison_dtype(dtype, "--dtype"),
+    )
     for line in report.lines():
         typer.echo(line)
     if not report.ok:

@@ -9,7 +9,7 @@ import typer
 
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.data.behaviors import CAA_BEHAVIORS
-from cli.common import ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
+from cli.common import DtypeOpt, ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
 
 __all__ = ["register"]
 
@@ -33,9 +33,7 @@ def extract(
         typer.Option("--dataset", help="Custom JSON/JSONL of question + matching/non-matching."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per pass.")] = 16,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="float32, bfloat16 or float16.")
-    ] = "float32",
+    dtype: DtypeOpt = "auto",
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, or auto.")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Re-extract even if cached.")] = False,
     allow_pickle: Annotated[

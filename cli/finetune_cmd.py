@@ -71,6 +71,14 @@ def finetune(
         typer.Option("--out", "-o", help="Output folder (default: exported_models/<name>)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="Training dtype: float32 (= auto). bf16/fp16 weights are refused: SGD updates "
+            "at lr 1e-4 fall below their resolution.",
+        ),
+    ] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Finetune on a behavior's A/B answers (the CAA paper's baseline) into a new checkpoint."""
@@ -98,6 +106,7 @@ def finetune(
         max_steps=max_steps,
         out=out,
         force=force,
+        dtype=dtype,
     )
     if launched_externally():
         result = run_external_rank(request, status=say)

@@ -139,6 +139,7 @@ def resolve_bakes(
     normalized: bool = True,
     status: Callable[[str], None] | None = None,
     vector_model: ModelRef | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Bake]:
     """Fetch each spec's vector: from its file, else the cache (extracting it if missing).
 
@@ -146,6 +147,7 @@ def resolve_bakes(
     anything is extracted. ``normalized`` asks the cache for the paper-normalized vector.
     ``vector_model`` takes the cached vectors from another model with the same shapes (the
     base model of a finetuned ``source``: the paper's combined model) instead of ``source``.
+    ``dtype``: the dtype a missing vector is extracted in (and a cached one must have).
     """
     from caa_bake.data.behaviors import check_behavior
     from caa_bake.steering.cache import get_vector
@@ -168,7 +170,7 @@ def resolve_bakes(
             if spec.layer not in cached[name]:
                 cached[name].append(spec.layer)
     vectors = {
-        name: get_vector(donor, name, sorted(layers), normalized=normalized)
+        name: get_vector(donor, name, sorted(layers), normalized=normalized, dtype=dtype)
         for name, layers in cached.items()
     }
     origin = "cache" if vector_model is None else f"model:{vector_model.model_id}"

@@ -29,10 +29,12 @@ from caa_bake.evaluation.tasks import (
     task_behavior,
     tasks_dir,
 )
+from caa_bake.models.dtypes import dtype_name
 from caa_bake.models.loading import ModelRef
 from caa_bake.steering.cache import ModelLoader
 
 if TYPE_CHECKING:
+    import torch
     from lm_eval.models.huggingface import HFLM
     from torch import nn
     from transformers import PreTrainedTokenizerBase
@@ -168,10 +170,18 @@ class LoadedModel:
     setup: PromptSetup
     tail: list[int]
 
+    @property
+    def dtype(self) -> str:
+        """The dtype the model runs in (recorded in every results file)."""
+        return dtype_name(self.loader.dtype)
 
-def load_for_eval(ref: ModelRef, device: str = "cpu") -> LoadedModel:
-    """Load ``ref`` once (shared with vector extraction) and work out its prompt setup."""
-    loader = ModelLoader(ref, device=device)
+
+def load_for_eval(
+    ref: ModelRef, device: str = "cpu", dtype: torch.dtype | None = None
+) -> LoadedModel:
+    """Load ``ref`` once in ``dtype`` (default float32; shared with vector extraction, so
+    vectors are extracted in the same dtype) and work out its prompt setup."""
+    loader = ModelLoader(ref, device=device) if dtype is None else ModelLoader(ref, dtype, device)
     model, tokenizer = loader.get()
     setup = prompt_setup(tokenizer, getattr(model, "config", None))
     return LoadedModel(ref, loader, model, tokenizer, setup, steering_tail(tokenizer, setup.style))
@@ -240,6 +250,8 @@ def provenance(loaded: LoadedModel, tasks: Sequence[str]) -> dict[str, Any]:
             "transformers": transformers.__version__,
         },
         "torch_threads": torch.get_num_threads(),
+        "dtype": loaded.dtype,
+        "device": str(loaded.loader.device),
         "model": {
             "model_id": ref.model_id,
             "path": str(ref.path),

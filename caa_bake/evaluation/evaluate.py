@@ -43,6 +43,7 @@ from caa_bake.evaluation.variants import (
     prepared_model,
     vector_of,
 )
+from caa_bake.models.dtypes import parse_dtype, resolve_dtype
 from caa_bake.models.loading import num_layers, resolve_model
 from caa_bake.steering.cache import get_vector
 from caa_bake.steering.job import pick_device
@@ -96,6 +97,7 @@ def _run_variant(
 
 def _check_job(job: EvalJob) -> None:
     check_limit(job.limit)
+    parse_dtype(job.dtype)
     unknown = [k for k in job.kinds if k not in STEERED_KINDS]
     if unknown:
         raise CaaBakeError(f"unknown kind(s) {', '.join(unknown)}; valid: baked, hooks")
@@ -111,6 +113,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     job = replace(job, behaviors=behaviors)
     check_task_data(plan_variants(job, [])[0].tasks)
     device = pick_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)
     ref = resolve_model(job.model)
     finetuned = find_finetuned(ref, behaviors, job.finetuned, discover=job.discover_finetuned)
     plan = plan_variants(job, finetuned)
@@ -118,7 +121,8 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     folder = prepare_run_dir(job.run, "eval", ref.slug, force=job.force, resume=job.resume)
     log = PartialLog(folder / "variants.partial.jsonl", resume=job.resume)
     status(f"model {ref.model_id}; {len(plan)} model variants; results in {folder}")
-    loaded = load_for_eval(ref, device)
+    loaded = load_for_eval(ref, device, dtype)
+    status(f"running in {loaded.dtype} on {device}")
     vectors = {}
     if any(v.behavior for v in plan):
         for behavior in behaviors:
@@ -174,7 +178,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
         folder,
         meta=meta,
         variants=[_variant_record(r) for r in results],
-        rows=_rows(results),
+        rows=_rows(results, loaded.dtype),
         samples=_samples(results),
         behaviors=behaviors,
         multipliers=job.multipliers,
@@ -198,6 +202,7 @@ def _variant_key(
         "model": loaded.ref.weights_fingerprint,
         "vector": vector_sha,
         "limit": job.limit,
+        "dtype": loaded.dtype,
         "prompt": loaded.setup.task_style,
         "eval_tasks": tasks_sha256(),
     }
@@ -261,7 +266,7 @@ def _variant_record(result: VariantResult) -> dict[str, Any]:
     }
 
 
-def _rows(results: list[VariantResult]) -> list[Row]:
+def _rows(results: list[VariantResult], dtype: str) -> list[Row]:
     rows = []
     for result in results:
         v = result.variant
@@ -281,6 +286,7 @@ def _rows(results: list[VariantResult]) -> list[Row]:
                         value=value,
                         stderr=task_result.metrics.get(f"{metric}_stderr"),
                         n=task_result.n,
+                        dtype=dtype,
                     )
                 )
     return rows

@@ -35,6 +35,7 @@ from caa_bake.evaluation.reference_hooks import steer_from_tail
 from caa_bake.evaluation.report import write_sweep_report
 from caa_bake.evaluation.tables import SweepPoint, best_layers
 from caa_bake.evaluation.tasks import ab_task, check_task_data, run_tasks
+from caa_bake.models.dtypes import dtype_name, parse_dtype, resolve_dtype
 from caa_bake.models.loading import num_layers, resolve_model
 from caa_bake.steering.cache import get_vector
 from caa_bake.steering.hooks import add_to_block_outputs
@@ -58,6 +59,7 @@ class SweepJob:
     model: str | None = None
     batch_size: int = 8
     device: str = "auto"
+    dtype: str = "auto"
     positions: str = "all"
     run: str | None = None
     force: bool = False
@@ -110,6 +112,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
     """Validate everything, sweep, write ``sweep.*`` into the run folder."""
     started = time.perf_counter()
     check_limit(job.limit)
+    parse_dtype(job.dtype)
     if job.positions not in POSITIONS:
         raise CaaBakeError(f"unknown --positions {job.positions!r}; use all or reference")
     behaviors = check_behaviors(job.behaviors)
@@ -119,20 +122,25 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
     tasks = [ab_task(b) for b in behaviors]
     check_task_data(tasks)
     device = pick_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)
     ref = resolve_model(job.model)
     layers = parse_layers(job.layers, num_layers(AutoConfig.from_pretrained(ref.path)))
     folder = prepare_run_dir(job.run, "sweep", ref.slug, force=job.force, resume=job.resume)
     log = PartialLog(folder / "sweep.partial.jsonl", resume=job.resume)
     total = len(behaviors) * len(layers) * len(mults)
-    status(f"model {ref.model_id}; layers {layers}; {total} points; results in {folder}")
+    status(
+        f"model {ref.model_id} ({dtype_name(dtype)} on {device}); layers {layers}; "
+        f"{total} points; results in {folder}"
+    )
     if len(log):
         status(f"resuming: {len(log)} finished units found")
-    loaded = load_for_eval(ref, device)
+    loaded = load_for_eval(ref, device, dtype)
     lm = make_lm(loaded.model, loaded.tokenizer, job.batch_size)
     common = {
         "model": ref.weights_fingerprint,
         "positions": job.positions,
         "limit": job.limit,
+        "dtype": dtype_name(dtype),
         "eval_tasks": tasks_sha256(),
     }
     base = _unsteered(lm, loaded, behaviors, log, common, job.limit, status)
@@ -168,6 +176,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
                     delta=task.metrics["p_match"] - base[behavior],
                     nonsense=task.metrics["nonsense"],
                     n=task.n,
+                    dtype=dtype_name(dtype),
                 )
                 log.add(key, asdict(point))
                 points.append(point)

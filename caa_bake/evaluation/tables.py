@@ -65,6 +65,7 @@ class Row:
     value: float
     stderr: float | None
     n: int
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ class SweepPoint:
     delta: float
     nonsense: float
     n: int
+    dtype: str = "float32"
 
 
 def best_layers(points: Sequence[SweepPoint]) -> dict[str, int]:

@@ -96,6 +96,7 @@ class EvalJob:
     model: str | None = None
     batch_size: int = 8
     device: str = "auto"
+    dtype: str = "auto"
     run: str | None = None
     finetuned: tuple[Path, ...] = ()
     discover_finetuned: bool = True
@@ -243,7 +244,9 @@ def prepared_model(
             assert variant.model_dir is not None
             folder, note = variant.model_dir, "finetuned checkpoint"
         model_ref = resolve_model(str(folder))
-        model, _tok = load_model(model_ref, device=str(loaded.loader.device))
+        model, _tok = load_model(
+            model_ref, dtype=loaded.loader.dtype, device=str(loaded.loader.device)
+        )
         try:
             yield PreparedModel(model, str(folder), model_ref.weights_fingerprint, note)
         finally:

@@ -55,6 +55,7 @@ class FinetuneRequest:
     max_steps: int | None = None
     out: Path | None = None
     force: bool = False
+    dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,25 @@ def _check_numbers(request: FinetuneRequest) -> None:
         _positive(request.lora_alpha, "--lora-alpha")
         if not 0.0 <= request.lora_dropout < 1.0:
             raise CaaBakeError(f"--lora-dropout must be in [0, 1), got {request.lora_dropout}")
+
+
+def _check_dtype(name: str) -> None:
+    """Training runs in float32 (``auto``); half-precision weights are refused.
+
+    With bf16 weights an SGD step of lr 1e-4 (the paper's setting) is below bf16's
+    resolution (8 significant bits: ~0.4% of a weight) for almost every weight, so the update
+    rounds away and training silently does nothing; fp16 loses most of it too. Mixed
+    precision (half-precision compute with float32 master weights) is not implemented.
+    """
+    from caa_bake.models.dtypes import dtype_name, parse_dtype
+
+    dtype = parse_dtype(name)
+    if dtype is not None and dtype_name(dtype) != "float32":
+        raise CaaBakeError(
+            f"finetune trains in float32 only: with {dtype_name(dtype)} weights most SGD "
+            "updates (lr 1e-4) are below the dtype's resolution and round away; use --dtype "
+            "float32 (or auto)"
+        )
 
 
 def _gpu_count() -> int:
@@ -198,6 +218,7 @@ def plan_finetune(request: FinetuneRequest, *, external_world: int | None = None
     direction = check_direction(request.direction)
     behavior = check_behavior(request.behavior)
     _check_numbers(request)
+    _check_dtype(request.dtype)
     world, device = _world(request, external_world)
     optimizer = check_optimizer(request.optimizer)
     ds_config = resolve_ds_config(

@@ -1,8 +1,13 @@
 """Cached vectors: ``vectors/<model-slug>/<behavior>.safetensors``, extracted on demand.
 
-A cached file is reused only when it was made from the same weights (fingerprint) and the
-same dataset (sha256); missing layers are extracted and merged in. Normalized vectors
-(``vectors/<slug>/normalized/``) are recomputed from the raw ones of the whole set.
+A cached file is reused only when it was made from the same weights (fingerprint), the
+same dataset (sha256) and in the same dtype (the metadata's ``dtype``: the dtype the model ran
+in); missing layers are extracted and merged in. A file of another dtype is never reused or
+merged into: it is re-extracted in the requested dtype for its layers plus the requested
+ones, and replaced, so a file always holds vectors of one dtype. (float32 is not treated as
+"good enough" for a bfloat16 request either: the file says what produced it, exactly.)
+Normalized vectors (``vectors/<slug>/normalized/``) are recomputed from the raw ones of the
+whole set, which all come from one loader and so share its dtype.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from caa_bake.data.datasets import (
     load_custom_pairs,
     load_pairs,
 )
+from caa_bake.models.dtypes import dtype_name
 from caa_bake.models.loading import ModelRef, load_model
 from caa_bake.models.prompts import detect_style
 from caa_bake.steering.extract import POSITION_RULE, extract_vectors
@@ -80,6 +86,11 @@ def _reusable(cached: SteeringVector, ref: ModelRef, data: BehaviorData) -> bool
     )
 
 
+def _cached_dtype(cached: SteeringVector) -> str:
+    """The dtype a cached vector was extracted in (files without the field: float32)."""
+    return cached.metadata.get("dtype") or "float32"
+
+
 def extract_behavior(
     loader: ModelLoader,
     data: BehaviorData,
@@ -97,13 +108,20 @@ def extract_behavior(
     cached = SteeringVector.load(path) if path.is_file() and not force else None
     if cached is not None and not _reusable(cached, ref, data):
         cached = None
+    wanted = dtype_name(loader.dtype)
+    desc = data.name
+    if cached is not None and _cached_dtype(cached) != wanted:
+        # keep the file's layers, but all of them re-extracted in the requested dtype
+        desc = f"{data.name} (cached in {_cached_dtype(cached)}; re-extracting in {wanted})"
+        layers = sorted(set(layers) | set(cached.layer_ids))
+        cached = None
     have = set(cached.layer_ids) if cached is not None else set()
     missing = sorted(set(layers) - have)
     if cached is not None and not missing:
         return cached, path
     model, tokenizer = loader.get()
     result = extract_vectors(
-        model, tokenizer, data.pairs, missing, batch_size=batch_size, desc=f"{data.name}"
+        model, tokenizer, data.pairs, missing, batch_size=batch_size, desc=desc
     )
     merged = dict(cached.layers) if cached is not None else {}
     merged.update(result.vectors)
@@ -117,7 +135,7 @@ def extract_behavior(
         "num_pairs": str(result.num_pairs),
         "position_rule": POSITION_RULE,
         "prompt_style": detect_style(tokenizer, getattr(model, "config", None)),
-        "dtype": str(loader.dtype).removeprefix("torch."),
+        "dtype": wanted,
         "tool": f"caa-bake {__version__}",
         "normalization": "none",
     }
@@ -154,13 +172,16 @@ def get_vector(
     dataset: Path | None = None,
     loader: ModelLoader | None = None,
     batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
 ) -> SteeringVector:
     """The vector to steer with, extracting what is missing.
 
     With ``normalized`` the vector is rescaled as in the paper, together with the 7 CAA
     behaviors (plus this one if it is not among them), which are extracted if needed.
+    Vectors are extracted (and cached vectors accepted) in ``loader``'s dtype, or in
+    ``dtype`` (on CPU) when no loader is given.
     """
-    loader = loader or ModelLoader(ref)
+    loader = loader or ModelLoader(ref, dtype=dtype)
     data = BehaviorData.resolve(behavior, dataset)
     if not normalized:
         return extract_behavior(loader, data, layers, batch_size=batch_size)[0].select(layers)

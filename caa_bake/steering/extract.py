@@ -13,6 +13,7 @@ Tokens after the answer letter never influence it (causal attention) and are not
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,13 @@ from caa_bake.data.datasets import ContrastPair
 from caa_bake.models.blocks import decoder_blocks
 from caa_bake.models.prompts import EncodedPrompt, PromptStyle, encode_prompt, pad_batch
 
-__all__ = ["POSITION_RULE", "ExtractionResult", "block_outputs_at", "extract_vectors"]
+__all__ = [
+    "POSITION_RULE",
+    "ExtractionResult",
+    "block_outputs_at",
+    "cache_kwargs",
+    "extract_vectors",
+]
 
 POSITION_RULE = (
     "residual stream after decoder block L (hidden_states[L+1]) at the token holding the "
@@ -53,6 +60,16 @@ def _block_output(output: object) -> torch.Tensor:
     if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise TypeError(f"unexpected decoder block output type {type(output).__name__}")
+
+
+def cache_kwargs(model: nn.Module, cache: DynamicCache | None) -> dict[str, object]:
+    """The keyword that passes a KV cache to ``model``'s forward.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name still works but
+    prints a FutureWarning on every call); older 5.x releases only know ``past_key_values``.
+    """
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def block_outputs_at(
@@ -92,8 +109,8 @@ def block_outputs_at(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 position_ids=position_ids.to(device),
-                past_key_values=past_key_values,
                 use_cache=past_key_values is not None,
+                **cache_kwargs(model, past_key_values),
             )
     except _StopForward:
         pass

@@ -10,21 +10,12 @@ import torch
 from transformers import AutoConfig
 
 from caa_bake.core.errors import CaaBakeError
+from caa_bake.models.dtypes import dtype_name, resolve_dtype
 from caa_bake.models.loading import num_layers, resolve_model
 from caa_bake.steering.cache import BehaviorData, ModelLoader, extract_behavior, normalized_set
 from caa_bake.steering.layers import parse_layers
 
-__all__ = ["ExtractJob", "parse_dtype", "pick_device", "run_extract_job"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    """``float32`` / ``bfloat16`` / ``float16`` to a torch dtype."""
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise CaaBakeError(f"unknown dtype {name!r}; use one of: {', '.join(_DTYPES)}") from None
+__all__ = ["ExtractJob", "pick_device", "run_extract_job"]
 
 
 def pick_device(name: str) -> str:
@@ -48,7 +39,7 @@ class ExtractJob:
     revision: str | None = None
     dataset: Path | None = None
     batch_size: int = 16
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "auto"
     force: bool = False
     allow_pickle: bool = False
@@ -61,17 +52,20 @@ def run_extract_job(job: ExtractJob, *, status: Callable[[str], None]) -> Iterat
     Every input is checked (behaviors, dataset files, model, layers) before the model is
     loaded, so a mistake costs nothing and writes nothing.
     """
+    device = pick_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)  # a bad dtype fails before anything else
     if job.dataset is not None:
         data = [BehaviorData.resolve(job.behaviors[0] if job.behaviors else None, job.dataset)]
     else:
         data = [BehaviorData.resolve(name) for name in job.behaviors]
-    dtype = parse_dtype(job.dtype)
-    device = pick_device(job.device)
     ref = resolve_model(job.model, revision=job.revision, allow_pickle=job.allow_pickle)
     n_layers = num_layers(AutoConfig.from_pretrained(ref.path))
     layers = parse_layers(job.layers, n_layers)
     loader = ModelLoader(ref, dtype=dtype, device=device, allow_pickle=job.allow_pickle)
-    status(f"model {ref.model_id} ({n_layers} layers), layers {job.layers} -> {layers}")
+    status(
+        f"model {ref.model_id} ({n_layers} layers, {dtype_name(dtype)} on {device}), "
+        f"layers {job.layers} -> {layers}"
+    )
     for item in data:
         vector, path = extract_behavior(
             loader, item, layers, batch_size=job.batch_size, force=job.force

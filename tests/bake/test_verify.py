@@ -15,7 +15,7 @@ from caa_bake.bake.bakes import Bake
 from caa_bake.bake.export import BIAS_SHARD, VECTORS_FILE, export_checkpoint
 from caa_bake.bake.inspection import baked_deltas, stored_deltas
 from caa_bake.bake.safetensors_io import write_shard
-from caa_bake.bake.verify import PROBES, TOLERANCE_FP32, verify_export
+from caa_bake.bake.verify import PROBES, TOLERANCE_FP32, TOLERANCES, verify_export
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.loading import resolve_model
 from caa_bake.steering.vector import SteeringVector
@@ -124,3 +124,16 @@ def test_source_folder_lookup(tmp_path: Path, llama_export: Path) -> None:
     with pytest.raises(CaaBakeError, match="not a caa-bake export"):
         verify_export(Path(source["path"]), lm_eval=False)
     assert verify_export(llama_export, source=Path(source["path"]), lm_eval=False, **QUICK).ok
+
+
+def test_verify_in_bfloat16_is_a_looser_check(
+    llama_export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--dtype bf16``: both models run in bf16, judged with bf16's tolerance, and said so."""
+    monkeypatch.setenv("CAA_BAKE_ALLOW_EMULATED_DTYPE", "1")
+    report = verify_export(llama_export, lm_eval=False, dtype=torch.bfloat16, **QUICK)
+    assert report.dtype == "bfloat16" and report.tolerance == TOLERANCES[torch.bfloat16]
+    assert report.ok, report.lines()
+    assert report.max_dlogit > 0.0  # the rounding differs between bias and hook
+    assert any("compared in bfloat16" in line for line in report.lines())
+    assert verify_export(llama_export, lm_eval=False, **QUICK).dtype == "float32"

@@ -300,8 +300,14 @@ def test_without_vector_the_cache_is_asked_for_the_normalized_vector(
     calls: list[tuple[str, list[int], bool]] = []
 
     def fake_get_vector(
-        ref: object, behavior: str, layers: list[int], *, normalized: bool = True
+        ref: object,
+        behavior: str,
+        layers: list[int],
+        *,
+        normalized: bool = True,
+        dtype: torch.dtype = torch.float64,
     ) -> SteeringVector:
+        assert dtype == torch.float32  # --dtype auto: extraction in float32
         calls.append((behavior, list(layers), normalized))
         norm = json.dumps({"behaviors": ["refusal", "sycophancy"]}) if normalized else "none"
         gen = torch.Generator().manual_seed(5)

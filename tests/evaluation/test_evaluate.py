@@ -9,6 +9,7 @@ hand with :func:`caa_bake.steering.hooks.add_to_block_outputs`.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ def test_eval_run_files_and_provenance(eval_run: Path, workspace: dict[str, str]
         assert v["weights_fingerprint"] != meta["model"]["weights_fingerprint"]
         assert v["tasks"]["caa_ab_refusal"]["n"] == 3
     assert meta["model"]["prompt_style"] == "chat-template"
+    assert meta["dtype"] == "float32"  # auto
+    with (eval_run / "results.csv").open(encoding="utf-8") as fh:
+        assert {row["dtype"] for row in csv.DictReader(fh)} == {"float32"}
     assert set(meta["dataset_sha256"]) == {"caa_ab_refusal", "caa_mmlu"}
     assert "finetuned: ft-pos" in (eval_run / "results.md").read_text()
 

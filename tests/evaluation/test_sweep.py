@@ -74,6 +74,8 @@ def test_sweep_points_files_and_best_layer(
     saved = json.loads((run.folder / "sweep.json").read_text())
     assert saved["best_layer"] == {k: v for k, v in run.best.items()}
     assert saved["positions"] == "all"
+    assert saved["dtype"] == "float32"  # auto
+    assert {p["dtype"] for p in saved["points"]} == {"float32"}
     assert f"all behaviors together: **{run.best['all']}**" in (run.folder / "sweep.md").read_text()
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()

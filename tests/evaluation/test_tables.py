@@ -97,6 +97,7 @@ def test_csv_round_trip(tmp_path: Path) -> None:
         "value": "0.25",
         "stderr": "",
         "n": "50",
+        "dtype": "float32",
     }
 
 

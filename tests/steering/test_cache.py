@@ -206,18 +206,15 @@ def test_a_custom_dataset_joins_the_normalization_set(
     assert SteeringVector.load(vector_path(ref.slug, "honesty")).layer_ids == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key is weights + dataset only: layers extracted in another dtype are "
-    "merged in and the file's 'dtype' then names only the last run's (see the report)",
-)
 def test_layers_of_another_dtype_are_not_merged_under_one_dtype(
     models: dict[str, Path], vectors: Path, tmp_path: Path
 ) -> None:
     ref = resolve_model(str(models["a"]))
     data = BehaviorData.resolve(None, _dataset(tmp_path, "q"))
-    extract_behavior(ModelLoader(ref, dtype=torch.float32), data, [1])
+    first, _ = extract_behavior(ModelLoader(ref, dtype=torch.float32), data, [1])
     _vec, path = extract_behavior(ModelLoader(ref, dtype=torch.bfloat16), data, [2])
     saved = SteeringVector.load(path)
-    # either the float32 layer was re-extracted in bfloat16, or the file does not claim one dtype
-    assert saved.layer_ids == [2] or saved.metadata["dtype"] != "bfloat16"
+    # the float32 layer is not merged in: the file is re-extracted whole in bfloat16
+    assert saved.layer_ids == [1, 2]
+    assert saved.metadata["dtype"] == "bfloat16"
+    assert not torch.equal(saved[1], first[1])
