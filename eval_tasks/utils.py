@@ -1,14 +1,30 @@
 """Data loading and metrics for the caa-bake lm-evaluation-harness tasks.
 
 This file is imported by lm-eval (``!function utils.<name>`` in the YAMLs), so it depends
-only on the standard library and ``datasets`` (which lm-eval installs), not on caa-bake.
+only on the standard library, ``datasets`` (which lm-eval installs) and, to detect the answer
+format, ``transformers`` (lm-eval's ``hf`` extra) — not on caa-bake.
 
 Data come from a pulled datasets folder (``caa-bake datasets pull``), found in this order:
 the ``data_dir`` task metadata (``--metadata '{"data_dir": "/path/to/datasets"}'``),
 ``$CAA_BAKE_DATASETS_DIR``, ``$CAA_BAKE_HOME/datasets``, ``./datasets``.
 
-Prompt: the doc's ``text`` is the user turn; the YAMLs prefill the assistant turn with ``(``
-(``gen_prefix``) and score the continuations ``A`` and ``B`` (``target_delimiter: ""``).
+Prompt: the doc's ``text`` is the user turn; the YAMLs prefill the assistant turn with the
+doc's ``prefix`` (``gen_prefix``) and score the doc's ``choices`` (``target_delimiter: ""``).
+They depend on the answer format (the ``answer_format`` metadata, default ``auto``):
+
+- ``split`` (Llama-2, SmolLM2: the letter is a token of its own after ``(``): prefix ``(``,
+  choices ``A`` / ``B``;
+- ``merged`` (Qwen2: ``(A`` is one token): no prefix, choices ``(A`` / ``(B``;
+- ``auto``: decided from the model's tokenizer (``tokenizer`` or ``pretrained`` in
+  ``--model_args``, which lm-eval passes to the tasks as metadata): the probe prompt
+  ending in ``(A)`` is tokenized and the format is ``merged`` when the token holding ``A`` also
+  holds ``(`` — the same rule as ``caa_bake.models.prompts.answer_format``. Without a tokenizer
+  name it falls back to ``split`` with a warning.
+
+(lm-eval moves trailing whitespace of the context into the continuation: with nothing
+prefilled after ChatML's ``assistant\n`` it scores ``\n(A``, i.e. p(newline) x p(``(A``); the
+common factor cancels in the normalized metrics. See README.md, "Answer format".)
+
 ``text`` depends on the ``prompt_style`` metadata:
 
 - ``chat`` (default, for ``--apply_chat_template``): the question alone;
@@ -16,8 +32,8 @@ Prompt: the doc's ``text`` is the user turn; the YAMLs prefill the assistant tur
   tokenizer; no ``--apply_chat_template``);
 - ``plain`` (base models): ``Question: {question}\\nAnswer: ``.
 
-Metrics per doc, from p(A) = exp(loglik("A")) and p(B) (the next-token probabilities after
-``(`` when ``A`` and ``B`` are single tokens there):
+Metrics per doc, from p(A) = exp(loglik(choice A)) and p(B) (the next-token probabilities of
+``A`` / ``B`` after ``(``, or of ``(A`` / ``(B`` after the assistant header when merged):
 
 - behaviors: ``p_match`` = p(matching) / (p(A) + p(B)), 0 for items whose matching answer is
   not A or B (as in the paper); ``acc`` = 1 when the matching letter is A/B and more likely
@@ -28,8 +44,10 @@ Metrics per doc, from p(A) = exp(loglik("A")) and p(B) (the next-token probabili
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -39,11 +57,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ANSWER_FORMATS",
     "BEHAVIORS",
     "CAPABILITY_FILES",
     "PROMPT_STYLES",
+    "answer_fields",
     "category_mean",
     "data_root",
+    "detect_answer_format",
     "format_text",
     "load_behavior",
     "load_capability",
@@ -51,6 +72,7 @@ __all__ = [
     "process_behavior",
     "process_capability",
     "read_items",
+    "resolve_answer_format",
 ]
 
 BEHAVIORS = (
@@ -68,6 +90,12 @@ CAPABILITY_FILES = {
     "truthfulqa": "caa/test/truthfulqa/truthful_qa.json",
 }
 PROMPT_STYLES = ("chat", "llama2-chat", "plain")
+ANSWER_FORMATS = ("auto", "split", "merged")
+#: the probe question of ``caa_bake.models.prompts`` (the format is decided on it)
+PROBE_QUESTION = "Which one?\n\nChoices:\n(A) Yes\n(B) No"
+#: ``--model_args`` keys that change which tokenizer lm-eval's ``hf`` model loads
+_TOKENIZER_ARGS = ("revision", "subfolder", "gguf_file", "trust_remote_code")
+_log = logging.getLogger(__name__)
 _LETTER = re.compile(r"\(([A-Z])\)")
 _PULL_HINT = "run `caa-bake datasets pull` or point CAA_BAKE_DATASETS_DIR at a pulled folder"
 
@@ -105,6 +133,87 @@ def format_text(question: str, prompt_style: str) -> str:
     )
 
 
+def answer_fields(answer_format: str) -> dict[str, Any]:
+    """The doc fields ``prefix`` (prefilled) and ``choices`` (scored) of an answer format."""
+    if answer_format == "split":
+        return {"prefix": "(", "choices": ["A", "B"]}
+    if answer_format == "merged":
+        return {"prefix": "", "choices": ["(A", "(B"]}
+    raise ValueError(f"unknown answer_format {answer_format!r}; use one of split, merged, auto")
+
+
+def _probe_text(tokenizer: Any, prompt_style: str) -> str:
+    """The probe prompt up to the prefill, as lm-eval renders it for ``prompt_style``."""
+    text = format_text(PROBE_QUESTION, prompt_style)
+    if prompt_style == "chat" and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+        )
+        if isinstance(rendered, str):
+            return rendered
+    return text
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _token_covering(tokenizer: Any, text: str, char: int) -> int:
+    """Index of the (last) token whose characters include ``text[char]``.
+
+    From the character offsets of a fast tokenizer; otherwise the first token where the
+    encoding of ``text[:char]`` stops being a prefix of the encoding of ``text``.
+    """
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = enc.get("offset_mapping")
+    except (NotImplementedError, ValueError, TypeError):
+        spans = None
+    if spans is not None:
+        covering = [i for i, (start, end) in enumerate(spans) if start <= char < end]
+        if covering:
+            return covering[-1]
+    ids, before = _ids(tokenizer, text), _ids(tokenizer, text[:char])
+    common = 0
+    for a, b in zip(before, ids, strict=False):
+        if a != b:
+            break
+        common += 1
+    return common
+
+
+def detect_answer_format(tokenizer: Any, prompt_style: str = "chat") -> str:
+    """``merged`` when the token holding the letter of a prefilled ``(A)`` also holds ``(``."""
+    text = _probe_text(tokenizer, prompt_style) + "(A)"
+    paren = len(text) - len("(A)")
+    same = _token_covering(tokenizer, text, paren) == _token_covering(tokenizer, text, paren + 1)
+    return "merged" if same else "split"
+
+
+@functools.lru_cache(maxsize=8)
+def _detect_for(name: str, prompt_style: str, options: tuple[tuple[str, Any], ...]) -> str:
+    transformers: Any = importlib.import_module("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name, **dict(options))
+    return detect_answer_format(tokenizer, prompt_style)
+
+
+def resolve_answer_format(answer_format: str, prompt_style: str, metadata: dict[str, Any]) -> str:
+    """``split`` or ``merged``: ``answer_format`` itself, or for ``auto`` the model tokenizer's."""
+    if answer_format != "auto":
+        answer_fields(answer_format)  # validates
+        return answer_format
+    name = metadata.get("tokenizer") or metadata.get("pretrained")
+    if not isinstance(name, str):
+        _log.warning(
+            "caa tasks: no tokenizer or pretrained name in the metadata to detect the answer "
+            "format; using 'split' (prefill '(' and score A/B). Pass --metadata "
+            "'{\"answer_format\": \"merged\"}' for tokenizers with single '(A' tokens."
+        )
+        return "split"
+    options = tuple((key, metadata[key]) for key in _TOKENIZER_ARGS if metadata.get(key))
+    return _detect_for(name, prompt_style, options)
+
+
 def read_items(path: Path) -> list[dict[str, Any]]:
     """The JSON list of objects in ``path`` (FileNotFoundError with a hint when missing)."""
     if not path.is_file():
@@ -116,7 +225,13 @@ def read_items(path: Path) -> list[dict[str, Any]]:
 
 
 def _doc(
-    index: int, question: Any, target: str, other: str, category: str, style: str
+    index: int,
+    question: Any,
+    target: str,
+    other: str,
+    category: str,
+    style: str,
+    fields: dict[str, Any],
 ) -> dict[str, Any]:
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"item {index}: the question must be a non-empty string")
@@ -127,6 +242,8 @@ def _doc(
         "target": target,
         "other": other,
         "category": category,
+        "prefix": fields["prefix"],
+        "choices": list(fields["choices"]),
     }
 
 
@@ -138,32 +255,42 @@ def _as_dataset(docs: list[dict[str, Any]]) -> Any:
 
 
 def load_behavior(
-    behavior: str, data_dir: str | None = None, prompt_style: str = "chat", **_: Any
+    behavior: str,
+    data_dir: str | None = None,
+    prompt_style: str = "chat",
+    answer_format: str = "auto",
+    **metadata: Any,
 ) -> Any:
     """The 50 A/B test items of a CAA behavior as ``{"test": Dataset}``.
 
     ``target`` is the behavior-matching letter (it may be C-H for a few survival-instinct
-    items), ``other`` the non-matching one.
+    items), ``other`` the non-matching one; ``prefix`` / ``choices`` follow the answer format.
     """
     if behavior not in BEHAVIORS:
         raise ValueError(f"unknown behavior {behavior!r}; valid: {', '.join(BEHAVIORS)}")
     path = data_root(data_dir) / "caa" / "test" / behavior / "test_dataset_ab.json"
+    fields = answer_fields(resolve_answer_format(answer_format, prompt_style, metadata))
     docs = []
     for i, item in enumerate(read_items(path)):
         where = f"{path} item {i}"
         target = parse_letter(item.get("answer_matching_behavior"), where)
         other = parse_letter(item.get("answer_not_matching_behavior"), where)
-        docs.append(_doc(i, item.get("question"), target, other, behavior, prompt_style))
+        docs.append(_doc(i, item.get("question"), target, other, behavior, prompt_style, fields))
     return _as_dataset(docs)
 
 
 def load_capability(
-    name: str, data_dir: str | None = None, prompt_style: str = "chat", **_: Any
+    name: str,
+    data_dir: str | None = None,
+    prompt_style: str = "chat",
+    answer_format: str = "auto",
+    **metadata: Any,
 ) -> Any:
     """MMLU (570 items) or TruthfulQA (817 items) as A/B docs with a ``category``."""
     if name not in CAPABILITY_FILES:
         raise ValueError(f"unknown capability eval {name!r}; valid: {', '.join(CAPABILITY_FILES)}")
     path = data_root(data_dir) / CAPABILITY_FILES[name]
+    fields = answer_fields(resolve_answer_format(answer_format, prompt_style, metadata))
     docs = []
     for i, item in enumerate(read_items(path)):
         where = f"{path} item {i}"
@@ -172,12 +299,12 @@ def load_capability(
         category = item.get("category")
         if not isinstance(category, str):
             raise ValueError(f"{where}: 'category' must be a string")
-        docs.append(_doc(i, item.get("prompt"), target, other, category, prompt_style))
+        docs.append(_doc(i, item.get("prompt"), target, other, category, prompt_style, fields))
     return _as_dataset(docs)
 
 
 def _letter_probs(results: list[tuple[float, bool]]) -> tuple[float, float]:
-    """p(A), p(B) from the two (loglikelihood, is_greedy) results of a doc."""
+    """p(A), p(B) from the two (loglikelihood, is_greedy) results of a doc (the choices)."""
     if len(results) != 2:
         raise ValueError(f"expected 2 results (A, B) per doc, got {len(results)}")
     (ll_a, _), (ll_b, _) = results

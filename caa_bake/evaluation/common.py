@@ -259,6 +259,7 @@ def provenance(loaded: LoadedModel, tasks: Sequence[str]) -> dict[str, Any]:
             "weights_fingerprint": ref.weights_fingerprint,
             "prompt_style": loaded.setup.style,
             "apply_chat_template": loaded.setup.apply_chat_template,
+            "answer_format": loaded.setup.answer_format,
             "letter_token_ids": loaded.setup.letter_ids,
             "steering_tail_ids": loaded.tail,
         },

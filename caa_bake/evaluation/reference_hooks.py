@@ -25,7 +25,7 @@ from torch import nn
 
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.blocks import decoder_blocks
-from caa_bake.models.prompts import PromptStyle, encode_prompt
+from caa_bake.models.prompts import PromptStyle, answer_format, encode_prompt, eval_prefix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -36,8 +36,9 @@ _PROBE = "Which one?\n\nChoices:\n(A) Yes\n(B) No"
 
 
 def steering_tail(tokenizer: PreTrainedTokenizerBase, style: PromptStyle) -> list[int]:
-    """Token ids from the end of the instruction to the prefilled ``(`` of an eval prompt."""
-    enc = encode_prompt(tokenizer, _PROBE, "(", style=style)
+    """Token ids from the end of the instruction to the end of an eval prompt (its prefill)."""
+    prefix = eval_prefix(answer_format(tokenizer, style))
+    enc = encode_prompt(tokenizer, _PROBE, prefix, style=style)
     return enc.input_ids[enc.instruction_end_index :]
 
 

@@ -9,6 +9,11 @@ The prompt follows :func:`caa_bake.models.prompts.detect_style`: models with a c
 with ``apply_chat_template`` (the question is the user turn, ``(`` prefilled in the assistant
 turn); Llama-2 chat models get the reference ``[INST] q [/INST] (`` format verbatim; other
 models the ``plain`` format. The task metadata ``prompt_style`` selects the doc text.
+
+The answer format follows :func:`caa_bake.models.prompts.answer_format`: ``split`` tokenizers
+get ``(`` prefilled and ``A`` / ``B`` scored; ``merged`` ones (a single ``(A`` token: Qwen2)
+nothing prefilled and ``(A`` / ``(B`` scored. It is passed to the tasks as the
+``answer_format`` metadata (stock lm-eval detects the same from the model's tokenizer).
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from caa_bake.core.errors import CaaBakeError
 from caa_bake.core.paths import datasets_dir
 from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
 from caa_bake.data.datasets import load_ab_eval, load_pairs
-from caa_bake.models.prompts import PromptStyle, detect_style, letter_token_ids
+from caa_bake.models.prompts import (
+    AnswerFormat,
+    PromptStyle,
+    answer_format,
+    detect_style,
+    letter_token_ids,
+)
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -140,26 +151,35 @@ def check_task_data(tasks: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class PromptSetup:
-    """How lm-eval must build prompts for a model so they equal ``encode_prompt``'s."""
+    """How lm-eval must build prompts for a model so they equal ``encode_prompt``'s.
+
+    ``letter_ids`` maps ``A`` / ``B`` to the scored token (``(A`` / ``(B`` when merged).
+    """
 
     style: PromptStyle
     apply_chat_template: bool
     task_style: str
     letter_ids: dict[str, int]
+    answer_format: AnswerFormat = "split"
 
 
 def prompt_setup(tokenizer: PreTrainedTokenizerBase, config: Any = None) -> PromptSetup:
-    """The prompt setup for a model; raises when ``A``/``B`` are not single tokens after ``(``."""
+    """The prompt setup for a model; raises when the answers are not single next tokens."""
     style = detect_style(tokenizer, config)
-    letters = letter_token_ids(tokenizer, style)
-    if style == "chat-template":
-        return PromptSetup(style, True, "chat", letters)
-    return PromptSetup(style, False, style, letters)
+    answer = answer_format(tokenizer, style)
+    letters = letter_token_ids(tokenizer, style, answer=answer)
+    task_style = "chat" if style == "chat-template" else style
+    return PromptSetup(style, style == "chat-template", task_style, letters, answer)
 
 
 @dataclass(frozen=True)
 class SampleValue:
-    """One doc's result: p(A), p(B) (exp of lm-eval's loglikelihoods) and its metric value."""
+    """One doc's result: p(A), p(B) (exp of lm-eval's loglikelihoods) and its metric value.
+
+    With the merged answer format p(A) is lm-eval's probability of the continuation ``(A``
+    (with ChatML times that of the header's newline, which lm-eval moves into it; see
+    ``eval_tasks/README.md``).
+    """
 
     doc_id: int
     target: str
@@ -235,6 +255,7 @@ def run_tasks(
     metadata = {
         "data_dir": str(data_dir or datasets_dir()),
         "prompt_style": setup.task_style,
+        "answer_format": setup.answer_format,
     }
     with quiet_lm_eval():
         manager = TaskManager(

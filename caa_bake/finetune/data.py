@@ -1,9 +1,10 @@
 """Training data of the finetuning baseline: encoded prompts, per-rank schedule, batches.
 
-Each generate-split item becomes one example: the chat prompt with the assistant turn
-prefilled with ``(`` (the A/B evaluation prompt of :mod:`caa_bake.models.prompts`) and a target
-token, the matching letter for ``pos`` or the non-matching one for ``neg``. The loss is the
-cross-entropy of the next-token distribution after ``(`` against that single token.
+Each generate-split item becomes one example: the A/B evaluation prompt of
+:mod:`caa_bake.models.prompts` (the assistant turn prefilled with ``(``, or with nothing when the
+tokenizer merges ``(A`` into one token) and a target token, the matching answer for ``pos`` or
+the non-matching one for ``neg``: the letter, or the ``(A`` token when merged. The loss is the
+cross-entropy of the next-token distribution at the end of the prompt against that token.
 
 Sharding: every epoch is one shuffled order of all items (seeded with ``seed + epoch``, the
 same on every rank). Global step ``s`` takes the next ``world_size x batch_size`` items of
@@ -27,7 +28,9 @@ from caa_bake.data.datasets import ContrastPair
 from caa_bake.models.prompts import (
     EncodedPrompt,
     PromptStyle,
+    answer_format,
     encode_prompt,
+    eval_prefix,
     letter_token_ids,
     pad_batch,
 )
@@ -45,7 +48,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainExample:
-    """One training item: prompt token ids (ending right after ``(``) and the target token."""
+    """One training item: the evaluation prompt's token ids and the target token."""
 
     index: int
     input_ids: tuple[int, ...]
@@ -78,16 +81,18 @@ def build_examples(
 ) -> tuple[list[TrainExample], dict[str, int]]:
     """Encode every pair; returns the examples and the letter -> token id map used.
 
-    Raises CaaBakeError when a target letter is not a single token after ``(`` (then the
-    single-token objective is not defined for this tokenizer).
+    Raises CaaBakeError when a target answer is not a single next token of the evaluation
+    prompt (then the single-token objective is not defined for this tokenizer).
     """
     targets = target_letters(pairs, direction)
-    letters = letter_token_ids(tokenizer, style, letters=sorted(set(targets)))
+    answer = answer_format(tokenizer, style)
+    letters = letter_token_ids(tokenizer, style, letters=sorted(set(targets)), answer=answer)
+    prefix = eval_prefix(answer)
     examples = []
     for index, (pair, letter) in enumerate(zip(pairs, targets, strict=True)):
-        prompt: EncodedPrompt = encode_prompt(tokenizer, pair.question, "(", style=style)
+        prompt: EncodedPrompt = encode_prompt(tokenizer, pair.question, prefix, style=style)
         if prompt.answer_index != len(prompt.input_ids) - 1:
-            raise CaaBakeError(f"item {index}: the prompt does not end with the '(' token")
+            raise CaaBakeError(f"item {index}: the prompt does not end where the answer starts")
         examples.append(TrainExample(index, tuple(prompt.input_ids), letters[letter]))
     return examples, letters
 

@@ -1,8 +1,8 @@
 """A/B prompts for CAA: the Llama-2 chat format, a model's own chat template, or plain text.
 
 Every prompt is a user turn holding the question and an assistant turn prefilled with a
-prefix: ``(A)`` / ``(B)`` to extract vectors, ``(`` to evaluate. Besides the token ids,
-:func:`encode_prompt` returns two positions:
+prefix: ``(A)`` / ``(B)`` to extract vectors; to evaluate, ``(`` or nothing (see *Answer
+formats*). Besides the token ids, :func:`encode_prompt` returns two positions:
 
 - ``answer_index``: the token holding the answer letter (the letter right after the last
   ``(`` of the prefix), found from the tokenizer's character offsets so tokenizers that merge
@@ -23,6 +23,17 @@ Styles:
   with BOS if the tokenizer adds one by default.
 
 Question and prefix are stripped of surrounding whitespace (data sets write ``" (A)"``).
+
+Answer formats (:func:`answer_format`, decided per tokenizer and style from the ``(A)`` probe):
+
+- ``split``: the letter is a token of its own after ``(`` (Llama-2's SentencePiece, SmolLM2).
+  Evaluation prefills ``(`` and scores the next tokens ``A`` / ``B``.
+- ``merged``: one token holds both ``(`` and the letter (Qwen2's ``(A`` = 4346). Evaluation
+  prefills nothing and scores the next tokens ``(A`` / ``(B``; extraction reads the ``(A``
+  token and finetuning targets it.
+
+``eval_tasks/utils.py`` makes the same decision for stock lm-eval (it cannot import this
+module; the tests check both agree).
 """
 
 from __future__ import annotations
@@ -40,16 +51,23 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
+    "ANSWER_FORMATS",
+    "AnswerFormat",
     "EncodedPrompt",
     "PromptStyle",
+    "answer_choice",
+    "answer_format",
     "detect_style",
     "encode_prompt",
+    "eval_prefix",
     "letter_token_ids",
     "pad_batch",
 ]
 
 PromptStyle = Literal["llama2-chat", "chat-template", "plain"]
 PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
+AnswerFormat = Literal["split", "merged"]
+ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
 LLAMA2_VOCAB = 32000
 _PROBE_QUESTION = "Which one?\n\nChoices:\n(A) Yes\n(B) No"
 
@@ -218,32 +236,64 @@ def encode_prompt(
     )
 
 
+def answer_format(
+    tokenizer: PreTrainedTokenizerBase, style: PromptStyle | None = None
+) -> AnswerFormat:
+    """``merged`` when the token holding the letter of a prefilled ``(A)`` also holds the ``(``.
+
+    Decided on a probe question in the real prompt layout of ``style`` (the characters before
+    ``(`` can change how it tokenizes); ``split`` otherwise.
+    """
+    style = style or detect_style(tokenizer)
+    text, _, _ = _layout(tokenizer, _PROBE_QUESTION, "(A)", style)
+    ids, spans = _encode(tokenizer, text, offsets=True)
+    paren = len(text) - len("(A)")
+    same = _token_covering(tokenizer, text, ids, spans, paren) == _token_covering(
+        tokenizer, text, ids, spans, paren + 1
+    )
+    return "merged" if same else "split"
+
+
+def eval_prefix(answer: AnswerFormat) -> str:
+    """The assistant prefix of an evaluation prompt: ``(`` (split) or nothing (merged)."""
+    return "" if answer == "merged" else "("
+
+
+def answer_choice(letter: str, answer: AnswerFormat) -> str:
+    """The scored continuation of ``letter`` after :func:`eval_prefix`: ``A`` or ``(A``."""
+    return f"({letter}" if answer == "merged" else letter
+
+
 def letter_token_ids(
     tokenizer: PreTrainedTokenizerBase,
     style: PromptStyle | None = None,
     *,
     letters: Sequence[str] = ("A", "B"),
+    answer: AnswerFormat | None = None,
 ) -> dict[str, int]:
-    """Token id of each letter as it follows ``(`` in an evaluation prompt.
+    """Token id scored for each letter in an evaluation prompt (``A`` or, merged, ``(A``).
 
-    Checks that the ``(X)`` prompt starts with exactly the ``(`` prompt's tokens and that the
-    letter is the single next token; raises CaaBakeError otherwise (e.g. when the tokenizer
-    merges ``(A``: then p(letter | prompt ending in ``(``) is not one next-token probability).
+    Checks that the ``(X)`` prompt starts with exactly the evaluation prompt's tokens (ending in
+    :func:`eval_prefix`) and that the next token holds :func:`answer_choice` and nothing else;
+    raises CaaBakeError otherwise (then p(answer | prompt) is not one next-token probability).
     """
     style = style or detect_style(tokenizer)
-    stem = encode_prompt(tokenizer, _PROBE_QUESTION, "(", style=style).input_ids
+    answer = answer or answer_format(tokenizer, style)
+    stem = encode_prompt(tokenizer, _PROBE_QUESTION, eval_prefix(answer), style=style).input_ids
     found: dict[str, int] = {}
     for letter in letters:
         full = encode_prompt(tokenizer, _PROBE_QUESTION, f"({letter})", style=style)
         token = full.input_ids[full.answer_index] if full.answer_index < len(full.input_ids) else -1
+        choice = answer_choice(letter, answer)
         if (
             full.input_ids[: len(stem)] != stem
             or full.answer_index != len(stem)
-            or str(tokenizer.decode([token])).strip() != letter
+            or str(tokenizer.decode([token])).strip() != choice
         ):
+            where = "after '('" if answer == "split" else "after the assistant header"
             raise CaaBakeError(
-                f"'{letter}' is not a single token after '(' with this tokenizer "
-                f"({style} prompts); A/B evaluation by next-token probability is not possible"
+                f"'{choice}' is not a single token {where} with this tokenizer ({style} prompts, "
+                f"{answer} answer format); A/B evaluation by next-token probability is not possible"
             )
         found[letter] = token
     return found

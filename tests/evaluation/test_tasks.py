@@ -2,8 +2,10 @@
 
 The proof that the tasks measure what the paper measures: for a few items, p(A) and p(B)
 are computed by hand with transformers (one unpadded forward pass of
-``encode_prompt(tokenizer, question, "(")``) and lm-eval's per-sample values must match to
-1e-5; the token ids lm-eval feeds the model must equal ``encode_prompt``'s exactly.
+``encode_prompt(tokenizer, question, "(")``, or of ``encode_prompt(tokenizer, question, "")``
+scoring the ``(A`` / ``(B`` tokens for a tokenizer that merges them: Qwen2's real one) and
+lm-eval's per-sample values must match to 1e-5; the token ids lm-eval feeds the model must
+equal ``encode_prompt``'s exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+from qwen2_tokenizer import qwen2_dirs
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -42,7 +45,13 @@ from caa_bake.evaluation.tasks import (
     run_tasks,
     tasks_dir,
 )
-from caa_bake.models.prompts import PromptStyle, encode_prompt
+from caa_bake.models.prompts import (
+    AnswerFormat,
+    PromptStyle,
+    answer_format,
+    encode_prompt,
+    eval_prefix,
+)
 
 ROOT = Path(__file__).parents[2]
 TOL = 1e-5
@@ -96,19 +105,36 @@ class InputCapture:
 
 
 def hand_probs(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, question: str, style: PromptStyle
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    style: PromptStyle,
+    answer: AnswerFormat = "split",
 ) -> tuple[list[int], float, float]:
-    """Token ids, p(A), p(B) of the next token after ``(``: one unpadded forward pass."""
-    enc = encode_prompt(tokenizer, question, "(", style=style)
+    """Token ids of the evaluation prompt and p(A), p(B): one unpadded forward pass.
+
+    Split: the next-token probabilities of ``A`` / ``B`` after ``(``. Merged: of ``(A`` /
+    ``(B`` after the assistant header, times the probability of the header's trailing
+    whitespace tokens (the newline of ChatML), which lm-eval moves from the context into the
+    scored continuation.
+    """
+    enc = encode_prompt(tokenizer, question, eval_prefix(answer), style=style)
+    ids = enc.input_ids
     with torch.no_grad():
-        logits = model(torch.tensor([enc.input_ids])).logits[0, -1]
-    probs = torch.softmax(logits.double(), dim=-1)
+        logits = model(torch.tensor([ids])).logits[0]
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    moved = 0
+    while answer == "merged" and not str(tokenizer.decode(ids[len(ids) - 1 - moved :])).strip():
+        moved += 1
+    header = sum(float(logprobs[i - 1, ids[i]]) for i in range(len(ids) - moved, len(ids)))
     letters = []
-    for answer in ("(A)", "(B)"):
-        full = encode_prompt(tokenizer, question, answer, style=style)
-        assert full.input_ids[: len(enc.input_ids)] == enc.input_ids  # the letter follows "("
+    for choice in ("(A)", "(B)"):
+        full = encode_prompt(tokenizer, question, choice, style=style)
+        assert full.input_ids[: len(ids)] == ids  # the answer token is next
+        assert full.answer_index == len(ids)
         letters.append(full.input_ids[full.answer_index])
-    return enc.input_ids, float(probs[letters[0]]), float(probs[letters[1]])
+    p_a, p_b = (math.exp(header + float(logprobs[-1, letter])) for letter in letters)
+    return ids, p_a, p_b
 
 
 def expected(target: str, p_a: float, p_b: float) -> float:
@@ -142,15 +168,19 @@ def check_by_hand(
     checked = 0
     for task, result in results.items():
         assert result.n == limit
+        nonsense = []
         for sample in result.samples:
             question, target = items[task][sample.doc_id]
-            ids, p_a, p_b = hand_probs(model, tokenizer, question, setup.style)
+            ids, p_a, p_b = hand_probs(model, tokenizer, question, setup.style, setup.answer_format)
             assert capture.contains(ids), f"{task} doc {sample.doc_id}: lm-eval tokens differ"
             assert sample.target == target
             assert sample.p_a == pytest.approx(p_a, abs=TOL)
             assert sample.p_b == pytest.approx(p_b, abs=TOL)
             assert sample.value == pytest.approx(expected(target, p_a, p_b), abs=TOL)
+            nonsense.append(1.0 - p_a - p_b)
             checked += 1
+        # 1 - p(A) - p(B): each of the two probabilities within TOL
+        assert result.metrics["nonsense"] == pytest.approx(sum(nonsense) / limit, abs=2 * TOL)
     return checked
 
 
@@ -293,6 +323,8 @@ def test_llama2_reference_format_exact(llama2_tokenizer_dir: Path, pulled_datase
         "llama2-chat",
     )
     assert setup.letter_ids == {"A": 29909, "B": 29933}
+    assert setup.answer_format == "split"
+    assert _utils().detect_answer_format(tokenizer, "llama2-chat") == "split"
     assert check_by_hand(model, tokenizer, setup, limit=2, batch_size=2) == 4
     question = load_pairs("refusal", "test")[0].question
     ids = encode_prompt(tokenizer, question, "(", style="llama2-chat").input_ids
@@ -328,20 +360,103 @@ def test_smollm2_by_hand(smollm2_dir: Path, pulled_datasets: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     setup = prompt_setup(tokenizer, model.config)
     assert setup.apply_chat_template
+    assert (setup.answer_format, setup.letter_ids) == ("split", {"A": 49, "B": 50})
+    assert _utils().detect_answer_format(tokenizer, "chat") == "split"
     assert check_by_hand(model, tokenizer, setup, limit=3) == 6
 
 
-def test_stock_lm_eval_cli(
-    tiny_models: dict[str, Path], pulled_datasets: Path, tmp_path: Path
+# --------------------------------------------------------------------------- merged "(A" tokens
+
+
+@pytest.fixture(scope="module")
+def qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 with Qwen2.5's real tokenizer (single ``(A`` / ``(B`` tokens)."""
+    return qwen2_dirs(tmp_path_factory)[1]
+
+
+def test_qwen2_merged_answers_by_hand(qwen2: Path, pulled_datasets: Path) -> None:
+    """Qwen2: nothing prefilled, ``(A`` / ``(B`` scored; every value equals the hand computation."""
+    model = AutoModelForCausalLM.from_pretrained(qwen2, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(qwen2)
+    setup = prompt_setup(tokenizer, model.config)
+    assert (setup.style, setup.apply_chat_template, setup.task_style) == (
+        "chat-template",
+        True,
+        "chat",
+    )
+    assert (setup.answer_format, setup.letter_ids) == ("merged", {"A": 4346, "B": 5349})
+    assert check_by_hand(model, tokenizer, setup, limit=3) == 6
+    question = load_pairs("refusal", "test")[0].question
+    ids, p_a, p_b = hand_probs(model, tokenizer, question, "chat-template", "merged")
+    assert tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+    assert p_a + p_b > 0.05  # the model's answer mass is real, so 1e-5 agreement means something
+    # split scoring (prefill "(", score the tokens "A" / "B") would see almost none of it
+    split = encode_prompt(tokenizer, question, "(", style="chat-template").input_ids
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([split])).logits[0, -1].double(), dim=-1)
+    letters = tokenizer.convert_tokens_to_ids(["A", "B"])
+    assert float(probs[letters].sum()) < 1e-3
+
+
+def test_answer_format_detection_agrees(
+    tiny_models: dict[str, Path], qwen2: Path, pulled_datasets: Path
 ) -> None:
-    """The documented command, with the stock ``lm_eval`` entry point and ``hf`` model."""
+    """``eval_tasks/utils.py`` (stock lm-eval) and caa_bake decide the same, per style."""
+    from caa_bake.models import prompts
+
+    utils = _utils()
+    assert utils.PROBE_QUESTION == prompts._PROBE_QUESTION  # decided on the same prompt
+    gpt2 = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
+    cases = [
+        (AutoTokenizer.from_pretrained(tiny_models["llama"]), "chat-template", "split"),
+        (gpt2, "plain", "split"),
+        (AutoTokenizer.from_pretrained(qwen2), "chat-template", "merged"),
+        (AutoTokenizer.from_pretrained(qwen2), "plain", "split"),  # " (" then "A"
+    ]
+    for tokenizer, style, want in cases:
+        task_style = "chat" if style == "chat-template" else style
+        assert answer_format(tokenizer, style) == want
+        assert utils.detect_answer_format(tokenizer, task_style) == want
+    # stock lm-eval passes --model_args as metadata: the loaders detect from "pretrained"
+    docs = utils.load_behavior("refusal", pretrained=str(qwen2))["test"]
+    assert (docs[0]["prefix"], docs[0]["choices"]) == ("", ["(A", "(B"])
+    docs = utils.load_capability("mmlu", pretrained=str(tiny_models["llama"]))["test"]
+    assert (docs[0]["prefix"], docs[0]["choices"]) == ("(", ["A", "B"])
+
+
+def test_answer_format_metadata(caplog: pytest.LogCaptureFixture, pulled_datasets: Path) -> None:
+    utils = _utils()
+    docs = utils.load_behavior("refusal", answer_format="merged")["test"]
+    assert (docs[0]["prefix"], docs[0]["choices"]) == ("", ["(A", "(B"])
+    with caplog.at_level("WARNING"):
+        docs = utils.load_behavior("refusal")["test"]  # no tokenizer known: split, warned
+    assert (docs[0]["prefix"], docs[0]["choices"]) == ("(", ["A", "B"])
+    assert "answer_format" in caplog.text
+    with pytest.raises(ValueError, match="unknown answer_format 'joined'"):
+        utils.load_behavior("refusal", answer_format="joined")
+
+
+@pytest.mark.parametrize(
+    ("arch", "answer"), [("llama", "split"), ("qwen2", "merged")], ids=["split", "merged"]
+)
+def test_stock_lm_eval_cli(
+    tiny_models: dict[str, Path],
+    qwen2: Path,
+    pulled_datasets: Path,
+    tmp_path: Path,
+    arch: str,
+    answer: AnswerFormat,
+) -> None:
+    """The documented command, with the stock ``lm_eval`` entry point and ``hf`` model; the
+    answer format is detected from ``pretrained`` inside ``eval_tasks/utils.py``."""
+    model_dir = qwen2 if arch == "qwen2" else tiny_models[arch]
     lm_eval = Path(sys.executable).parent / "lm_eval"
     command = [
         str(lm_eval),
         "--model",
         "hf",
         "--model_args",
-        f"pretrained={tiny_models['llama']},dtype=float32",
+        f"pretrained={model_dir},dtype=float32",
         "--include_path",
         "eval_tasks",
         "--tasks",
@@ -360,15 +475,22 @@ def test_stock_lm_eval_cli(
     assert proc.returncode == 0, proc.stderr[-2000:]
     (samples_file,) = tmp_path.glob("*/samples_caa_ab_refusal_*.jsonl")
     (results_file,) = tmp_path.glob("*/results_*.json")
-    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pairs = load_pairs("refusal", "test")
     values = []
     for line in samples_file.read_text(encoding="utf-8").splitlines():
         sample = json.loads(line)
         pair = pairs[sample["doc_id"]]
-        _ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, "chat-template")
-        assert sample["p_match"] == pytest.approx(expected(pair.matching[1], p_a, p_b), abs=TOL)
+        requests = list(sample["arguments"].values())  # {"gen_args_0": {"arg_0": context, ...}}
+        assert [r["arg_1"] for r in requests] == (
+            ["(A", "(B"] if answer == "merged" else ["A", "B"]
+        )
+        assert requests[0]["arg_0"].endswith("assistant\n" + eval_prefix(answer))
+        _ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, "chat-template", answer)
+        want = expected(pair.matching[1], p_a, p_b)
+        assert sample["p_match"] == pytest.approx(want, abs=TOL)
+        assert sample["acc"] == float(want > 0.5)
         assert sample["nonsense"] == pytest.approx(1 - p_a - p_b, abs=TOL)
         values.append(sample["p_match"])
     assert len(values) == 2

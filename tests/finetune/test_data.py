@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from qwen2_tokenizer import qwen2_dirs
 from transformers import AutoTokenizer
 
 from caa_bake.core.errors import CaaBakeError
@@ -51,6 +52,24 @@ def test_examples_end_at_the_open_paren_and_target_the_letter(tiny_models: dict[
         assert list(example.input_ids) == expected
         assert str(tokenizer.decode(list(example.input_ids))).endswith("assistant\n(")
         assert neg[index].input_ids == example.input_ids
+
+
+def test_merged_tokenizer_targets_the_open_paren_letter_token(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Qwen2 (single ``(A`` / ``(B`` tokens): nothing prefilled, the target is the ``(A`` token."""
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_dirs(tmp_path_factory)[0])
+    pos, used = build_examples(tokenizer, PAIRS, "pos", "chat-template")
+    neg, _ = build_examples(tokenizer, PAIRS, "neg", "chat-template")
+    assert used == {"A": 4346, "B": 5349}
+    assert [e.target_id for e in pos] == [4346, 5349, 4346]
+    assert [e.target_id for e in neg] == [5349, 4346, 5349]
+    for example, pair in zip(pos, PAIRS, strict=True):
+        answer = encode_prompt(tokenizer, pair.question, pair.matching, style="chat-template")
+        # the prompt is everything before the matching answer's "(X" token, which is the target
+        assert list(example.input_ids) == answer.input_ids[: answer.answer_index]
+        assert answer.input_ids[answer.answer_index] == example.target_id
+        assert str(tokenizer.decode(list(example.input_ids))).endswith("<|im_start|>assistant\n")
 
 
 def test_global_schedule_is_a_shuffled_partition_per_epoch() -> None:

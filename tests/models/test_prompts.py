@@ -1,8 +1,9 @@
 """Prompt formats and token positions with real tokenizers.
 
 Tokenizers: Meta's Llama-2 SentencePiece model (fast and SentencePiece backends), the
-embedded SmolLM2 tokenizer (slow), the tiny test tokenizer, and BPE tokenizers trained here so
-that ``(A`` or ``A)`` is one merged token.
+embedded SmolLM2 tokenizer (slow), the tiny test tokenizer, BPE tokenizers trained here so
+that ``(A`` or ``A)`` is one merged token, and Qwen2.5's real tokenizer (single ``(A`` /
+``(B`` tokens: the merged answer format).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from qwen2_tokenizer import qwen2_dirs
 from tiny_models import build_tokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -30,8 +32,11 @@ from transformers import (
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.prompts import (
     EncodedPrompt,
+    answer_choice,
+    answer_format,
     detect_style,
     encode_prompt,
+    eval_prefix,
     letter_token_ids,
     pad_batch,
 )
@@ -191,6 +196,7 @@ def test_smollm2_chat_template(smollm2_tokenizer: PreTrainedTokenizerBase) -> No
     assert evaluation.input_ids == enc.input_ids[:-2]
     assert evaluation.answer_index == len(evaluation.input_ids) - 1
     assert letter_token_ids(tok) == {"A": 49, "B": 50}
+    assert answer_format(tok) == "split"
 
 
 @pytest.mark.slow
@@ -290,8 +296,12 @@ def test_merged_open_paren_letter() -> None:
         assert tok.convert_ids_to_tokens(enc_b.input_ids)[enc_b.answer_index] == "B"
         evaluation = encode_prompt(tok, "Is it?", "(", style=style)  # type: ignore[arg-type]
         assert evaluation.answer_index == len(evaluation.input_ids) - 1
-    with pytest.raises(CaaBakeError, match="'A' is not a single token after '\\('"):
-        letter_token_ids(tok, "plain")
+        assert answer_format(tok, style) == "merged"  # type: ignore[arg-type]
+    # "(A" is merged but "(B" is not (and the space before "(A" is a token of its own):
+    # no answer format scores the answers as single next tokens
+    for style in ("plain", "chat-template"):
+        with pytest.raises(CaaBakeError, match="is not a single token after the assistant header"):
+            letter_token_ids(tok, style)  # type: ignore[arg-type]
 
 
 def test_merged_letter_close_paren() -> None:
@@ -300,8 +310,42 @@ def test_merged_letter_close_paren() -> None:
     tokens = tok.convert_ids_to_tokens(enc.input_ids)
     assert tokens[-2:] == ["(", "A)"]
     assert tokens[enc.answer_index] == "A)"
+    assert answer_format(tok, "plain") == "split"
     with pytest.raises(CaaBakeError, match="'A' is not a single token after '\\('"):
         letter_token_ids(tok, "plain")
+
+
+@pytest.fixture(scope="module")
+def qwen2(tmp_path_factory: pytest.TempPathFactory) -> PreTrainedTokenizerBase:
+    """Qwen2.5's real tokenizer with its ChatML template."""
+    return AutoTokenizer.from_pretrained(qwen2_dirs(tmp_path_factory)[0])
+
+
+def test_qwen2_merged_answer_tokens(qwen2: PreTrainedTokenizerBase) -> None:
+    assert qwen2.convert_tokens_to_ids(["(A", "(B"]) == [4346, 5349]
+    assert detect_style(qwen2) == "chat-template"
+    assert answer_format(qwen2) == "merged"
+    assert (eval_prefix("merged"), answer_choice("B", "merged")) == ("", "(B")
+    assert letter_token_ids(qwen2, letters="ABCD") == {"A": 4346, "B": 5349, "C": 3025, "D": 5432}
+    stem = encode_prompt(qwen2, QUESTION, "")
+    assert qwen2.decode(stem.input_ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert stem.answer_index == len(stem.input_ids) - 1
+    for answer, token in (("(A)", 4346), ("(B)", 5349)):
+        enc = encode_prompt(qwen2, QUESTION, answer)
+        assert enc.input_ids == [*stem.input_ids, token, 8]  # "(A" / "(B", then ")"
+        assert enc.answer_index == len(stem.input_ids)  # extraction reads the "(A" token
+        assert enc.instruction_end_index == stem.instruction_end_index == len(stem.input_ids) - 1
+    # the same tokenizer in the plain format reads " (" then "A": split there
+    assert answer_format(qwen2, "plain") == "split"
+    assert letter_token_ids(qwen2, "plain") == {"A": 32, "B": 33}
+
+
+def test_split_formats_unchanged(llama2: PreTrainedTokenizerBase) -> None:
+    """Llama-2 keeps ``(`` prefilled and the letter tokens (the reference format)."""
+    assert answer_format(llama2) == "split"
+    assert answer_format(llama2, "chat-template") == "split"
+    assert eval_prefix("split") == "(" and answer_choice("A", "split") == "A"
+    assert answer_format(build_tokenizer()) == "split"
 
 
 # --------------------------------------------------------------------------- padding
