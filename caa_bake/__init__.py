@@ -6,4 +6,4 @@ __all__ = ["CaaBakeError", "__version__"]
 
 __version__ = "0.1.0"
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError

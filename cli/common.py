@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.core.progress import is_quiet, set_quiet
+from caa_bake.core import is_quiet, set_quiet
 
 __all__ = ["DtypeOpt", "ModelOpt", "QuietOpt", "RevisionOpt", "apply_quiet", "say"]
 

@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.core.paths import datasets_dir
-from caa_bake.data.datasets import DatasetStatus, inventory
-from caa_bake.data.download import SOURCE_ENV, pull
+from caa_bake.core import datasets_dir
+from caa_bake.data import SOURCE_ENV, DatasetStatus, inventory, pull
 from cli.common import QuietOpt, apply_quiet, say
 
 app = typer.Typer(help="Pull and list the behavior datasets.", no_args_is_help=True)

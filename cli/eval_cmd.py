@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.data.behaviors import CAA_BEHAVIORS
+from caa_bake.data import CAA_BEHAVIORS
 from cli.common import DtypeOpt, ModelOpt, QuietOpt, apply_quiet, say
 
 __all__ = ["register"]
@@ -86,9 +86,7 @@ def eval_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate the base model, baked models and hook-steered equivalents with lm-eval."""
-    from caa_bake.evaluation.common import parse_multipliers
-    from caa_bake.evaluation.evaluate import run_eval_job
-    from caa_bake.evaluation.variants import EvalJob
+    from caa_bake.evaluation import EvalJob, parse_multipliers, run_eval_job
 
     apply_quiet(quiet)
     job = EvalJob(
@@ -141,8 +139,7 @@ def sweep_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Layer sweep: Δp_match against layer per multiplier, without exporting checkpoints."""
-    from caa_bake.evaluation.common import parse_multipliers
-    from caa_bake.evaluation.sweep import SweepJob, run_sweep_job
+    from caa_bake.evaluation import SweepJob, parse_multipliers, run_sweep_job
 
     apply_quiet(quiet)
     job = SweepJob(

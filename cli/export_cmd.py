@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from cli.common import ModelOpt, QuietOpt, apply_quiet, say
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ LinkOpt = Annotated[
 
 def _comparison_dtype(name: str, flag: str) -> torch.dtype:
     """The dtype verification compares in: explicit (never ``auto``), runnable on the CPU."""
-    from caa_bake.models.dtypes import resolve_dtype
+    from caa_bake.models import resolve_dtype
 
     if name.strip().lower() == "auto":
         raise CaaBakeError(f"verification compares in an explicit dtype: use {flag} float32")
@@ -103,12 +103,16 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
-    from caa_bake.bake.bakes import BakeSpec, export_name, parse_bake_spec, resolve_bakes
-    from caa_bake.bake.export import export_checkpoint
-    from caa_bake.bake.verify import verify_export
-    from caa_bake.core.paths import exports_dir
-    from caa_bake.models.dtypes import parse_dtype, resolve_dtype
-    from caa_bake.models.loading import resolve_model
+    from caa_bake.bake import (
+        BakeSpec,
+        export_checkpoint,
+        export_name,
+        parse_bake_spec,
+        resolve_bakes,
+        verify_export,
+    )
+    from caa_bake.core import exports_dir
+    from caa_bake.models import parse_dtype, resolve_dtype, resolve_model
 
     apply_quiet(quiet)
     parse_dtype(dtype)
@@ -182,7 +186,7 @@ def verify(
     quiet: QuietOpt = False,
 ) -> None:
     """Reload an export from disk and compare it with its source plus hook steering."""
-    from caa_bake.bake.verify import verify_export
+    from caa_bake.bake import verify_export
 
     apply_quiet(quiet)
     report = verify_export(
@@ -200,7 +204,7 @@ def verify(
 
 def inspect(export_dir: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
     """Show what is baked into an export (reads files only)."""
-    from caa_bake.bake.inspection import inspect_export
+    from caa_bake.bake import inspect_export
 
     for line in inspect_export(export_dir):
         typer.echo(line)
@@ -214,7 +218,7 @@ def unbake(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore the original weights and config of an export."""
-    from caa_bake.bake.unbake import unbake_checkpoint
+    from caa_bake.bake import unbake_checkpoint
 
     apply_quiet(quiet)
     typer.echo(f"restored: {unbake_checkpoint(export_dir, out, link=link, force=force)}")

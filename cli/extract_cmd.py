@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.data.behaviors import CAA_BEHAVIORS
+from caa_bake.core import CaaBakeError
+from caa_bake.data import CAA_BEHAVIORS
 from cli.common import DtypeOpt, ModelOpt, QuietOpt, RevisionOpt, apply_quiet, say
 
 __all__ = ["register"]
@@ -42,7 +42,7 @@ def extract(
     quiet: QuietOpt = False,
 ) -> None:
     """Extract CAA vectors: mean(matching - non-matching) after block L at the answer letter."""
-    from caa_bake.steering.job import ExtractJob, run_extract_job  # torch/transformers: lazily
+    from caa_bake.steering import ExtractJob, run_extract_job  # torch/transformers: lazily
 
     apply_quiet(quiet)
     names = list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])

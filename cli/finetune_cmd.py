@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from cli.common import ModelOpt, QuietOpt, apply_quiet, say
 
 __all__ = ["finetune", "main", "register"]
@@ -82,8 +82,12 @@ def finetune(
     quiet: QuietOpt = False,
 ) -> None:
     """Finetune on a behavior's A/B answers (the CAA paper's baseline) into a new checkpoint."""
-    from caa_bake.finetune.plan import FinetuneRequest
-    from caa_bake.finetune.run import launched_externally, run_external_rank, run_finetune
+    from caa_bake.finetune import (
+        FinetuneRequest,
+        launched_externally,
+        run_external_rank,
+        run_finetune,
+    )
 
     apply_quiet(quiet)
     request = FinetuneRequest(

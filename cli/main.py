@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from cli import datasets_cmd, eval_cmd, export_cmd, extract_cmd, finetune_cmd, models_cmd
 
 app = typer.Typer(

@@ -6,10 +6,8 @@ from typing import Annotated
 
 import typer
 
-from caa_bake.core.paths import cache_dir
-from caa_bake.models.pull import ensure_model
-from caa_bake.models.pypi_parts import PIP_ARGS_ENV
-from caa_bake.models.registry import KNOWN_MODELS, get_model
+from caa_bake.core import cache_dir
+from caa_bake.models import KNOWN_MODELS, PIP_ARGS_ENV, ensure_model, get_model
 from cli.common import QuietOpt, apply_quiet
 
 app = typer.Typer(help="List and pull the models known by name.", no_args_is_help=True)

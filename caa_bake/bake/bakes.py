@@ -20,12 +20,11 @@ import torch
 
 from caa_bake.bake.architectures import rule_for
 from caa_bake.bake.source import load_source_config, model_dims
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.steering.layers import check_layer
-from caa_bake.steering.vector import SteeringVector
+from caa_bake.core import CaaBakeError
+from caa_bake.steering import SteeringVector, check_layer
 
 if TYPE_CHECKING:
-    from caa_bake.models.loading import ModelRef
+    from caa_bake.models import ModelRef
 
 __all__ = ["Bake", "BakeSpec", "export_name", "parse_bake_spec", "resolve_bakes"]
 
@@ -149,8 +148,8 @@ def resolve_bakes(
     base model of a finetuned ``source``: the paper's combined model) instead of ``source``.
     ``dtype``: the dtype a missing vector is extracted in (and a cached one must have).
     """
-    from caa_bake.data.behaviors import check_behavior
-    from caa_bake.steering.cache import get_vector
+    from caa_bake.data import check_behavior
+    from caa_bake.steering import get_vector
 
     if not specs:
         raise CaaBakeError("nothing to bake: give --behavior/--layer/--mult or --bake")

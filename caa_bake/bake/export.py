@@ -46,9 +46,7 @@ from caa_bake.bake.safetensors_io import (
     write_shard,
 )
 from caa_bake.bake.source import SourceModel, load_source_config
-from caa_bake.core.atomic import atomic_dir, default_mode
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, atomic_dir, default_mode, is_quiet
 
 __all__ = [
     "BIAS_SHARD",

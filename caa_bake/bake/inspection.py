@@ -16,8 +16,8 @@ import torch
 
 from caa_bake.bake.export import read_export_block
 from caa_bake.bake.safetensors_io import open_checkpoint, read_header, read_tensor
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.steering.vector import SteeringVector
+from caa_bake.core import CaaBakeError
+from caa_bake.steering import SteeringVector
 
 __all__ = ["baked_deltas", "inspect_export", "stored_deltas"]
 

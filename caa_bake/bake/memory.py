@@ -21,8 +21,8 @@ from caa_bake.bake.architectures import BakeRule, rule_for
 from caa_bake.bake.bakes import Bake
 from caa_bake.bake.export import CONFIG_KEY, EXPORT_FORMAT
 from caa_bake.bake.plan import sum_deltas
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.loading import hidden_size, num_layers
+from caa_bake.core import CaaBakeError
+from caa_bake.models import hidden_size, num_layers
 
 __all__ = ["bake_in_memory"]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from caa_bake.bake.architectures import RULES
-from caa_bake.core.atomic import atomic_file
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.hub import looks_like_hub_id
+from caa_bake.core import CaaBakeError, atomic_file
+from caa_bake.models import looks_like_hub_id
 
 __all__ = [
     "POSITION_CAVEAT",

@@ -17,8 +17,8 @@ from caa_bake.bake.architectures import BakeRule
 from caa_bake.bake.bakes import Bake
 from caa_bake.bake.safetensors_io import Checkpoint, read_tensor
 from caa_bake.bake.source import model_dims
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.steering.layers import check_layer
+from caa_bake.core import CaaBakeError
+from caa_bake.steering import check_layer
 
 __all__ = ["BiasPlan", "plan_biases", "sum_deltas"]
 

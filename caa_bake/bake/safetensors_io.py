@@ -23,8 +23,7 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 
-from caa_bake.core.atomic import default_mode
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError, default_mode
 
 __all__ = [
     "DTYPES",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from caa_bake.bake.architectures import check_supported
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = ["SourceModel", "load_source_config", "model_dims"]
 
@@ -60,6 +60,6 @@ def load_source_config(folder: Path) -> tuple[dict[str, Any], Any]:
 
 def model_dims(resolved: Any) -> tuple[int, int]:
     """``(number of blocks, hidden size)`` of a resolved transformers config."""
-    from caa_bake.models.loading import hidden_size, num_layers
+    from caa_bake.models import hidden_size, num_layers
 
     return num_layers(resolved), hidden_size(resolved)

@@ -29,8 +29,7 @@ from caa_bake.bake.safetensors_io import (
     read_header,
     read_tensor,
 )
-from caa_bake.core.atomic import atomic_dir
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError, atomic_dir
 
 __all__ = ["unbake_checkpoint"]
 

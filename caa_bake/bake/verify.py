@@ -26,10 +26,9 @@ import torch
 
 from caa_bake.bake.export import read_export_block
 from caa_bake.bake.inspection import baked_deltas, stored_deltas
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.dtypes import dtype_name
-from caa_bake.steering.extract import cache_kwargs
-from caa_bake.steering.hooks import add_to_block_outputs
+from caa_bake.core import CaaBakeError
+from caa_bake.models import dtype_name
+from caa_bake.steering import add_to_block_outputs, cache_kwargs
 
 __all__ = [
     "PROBES",
@@ -348,7 +347,7 @@ def verify_export(
     """
     from transformers import AutoTokenizer
 
-    from caa_bake.models.prompts import detect_style, encode_prompt
+    from caa_bake.models import detect_style, encode_prompt
 
     export_dir = Path(export_dir)
     block = read_export_block(export_dir)

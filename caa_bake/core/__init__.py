@@ -1,1 +1,109 @@
-"""core"""
+"""What every part of caa-bake uses: atomic outputs, errors, hashing, paths, progress.
+
+The public face of ``caa_bake.core``: other subpackages and the CLI import these names
+from ``caa_bake.core``; its modules are internal to it. Names load on first use
+(PEP 562), so importing the face costs no more than importing what is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caa_bake.core.atomic import (
+        atomic_dir,
+        atomic_file,
+        default_mode,
+        fsync_tree,
+        owner_fds,
+        scratch_dir,
+    )
+    from caa_bake.core.errors import CaaBakeError
+    from caa_bake.core.hashing import file_sha256
+    from caa_bake.core.paths import (
+        cache_dir,
+        datasets_dir,
+        exports_dir,
+        results_dir,
+        vectors_dir,
+        workspace,
+    )
+    from caa_bake.core.progress import (
+        is_quiet,
+        progress,
+        set_quiet,
+    )
+    from caa_bake.core.stale import (
+        LOCK_SUFFIX,
+        OLD_SUFFIX,
+        OwnedTemp,
+        SweepReport,
+        claim_temp,
+        sweep_stale,
+    )
+
+__all__ = [
+    "LOCK_SUFFIX",
+    "OLD_SUFFIX",
+    "CaaBakeError",
+    "OwnedTemp",
+    "SweepReport",
+    "atomic_dir",
+    "atomic_file",
+    "cache_dir",
+    "claim_temp",
+    "datasets_dir",
+    "default_mode",
+    "exports_dir",
+    "file_sha256",
+    "fsync_tree",
+    "is_quiet",
+    "owner_fds",
+    "progress",
+    "results_dir",
+    "scratch_dir",
+    "set_quiet",
+    "sweep_stale",
+    "vectors_dir",
+    "workspace",
+]
+
+_SOURCES = {
+    "CaaBakeError": "errors",
+    "LOCK_SUFFIX": "stale",
+    "OLD_SUFFIX": "stale",
+    "OwnedTemp": "stale",
+    "SweepReport": "stale",
+    "atomic_dir": "atomic",
+    "atomic_file": "atomic",
+    "cache_dir": "paths",
+    "claim_temp": "stale",
+    "datasets_dir": "paths",
+    "default_mode": "atomic",
+    "exports_dir": "paths",
+    "file_sha256": "hashing",
+    "fsync_tree": "atomic",
+    "is_quiet": "progress",
+    "owner_fds": "atomic",
+    "progress": "progress",
+    "results_dir": "paths",
+    "scratch_dir": "atomic",
+    "set_quiet": "progress",
+    "sweep_stale": "stale",
+    "vectors_dir": "paths",
+    "workspace": "paths",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

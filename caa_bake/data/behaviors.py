@@ -12,7 +12,7 @@ Two families:
 
 from __future__ import annotations
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = [
     "AB_EVALS",

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.hashing import file_sha256
-from caa_bake.core.paths import datasets_dir
+from caa_bake.core import CaaBakeError, datasets_dir, file_sha256
 from caa_bake.data.behaviors import (
     AB_EVALS,
     all_behaviors,

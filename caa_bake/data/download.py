@@ -33,10 +33,7 @@ from typing import IO
 from tqdm.auto import tqdm
 
 from caa_bake import __version__
-from caa_bake.core.atomic import fsync_tree, scratch_dir
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import datasets_dir
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, datasets_dir, fsync_tree, is_quiet, scratch_dir
 from caa_bake.data.anthropic_raw import convert_file
 from caa_bake.data.behaviors import ANTHROPIC_RAW_NAMES
 from caa_bake.data.datasets import anthropic_converted_paths, anthropic_raw_path, file_sha256

@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caa_bake import __version__
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import results_dir
-from caa_bake.core.progress import is_quiet
-from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
-from caa_bake.data.datasets import ab_eval_path, dataset_path, file_sha256
+from caa_bake.core import CaaBakeError, is_quiet, results_dir
+from caa_bake.data import CAA_BEHAVIORS, ab_eval_path, check_behavior, dataset_path, file_sha256
 from caa_bake.evaluation.reference_hooks import steering_tail
 from caa_bake.evaluation.tasks import (
     CAPABILITY_TASKS,
@@ -29,9 +26,8 @@ from caa_bake.evaluation.tasks import (
     task_behavior,
     tasks_dir,
 )
-from caa_bake.models.dtypes import dtype_name
-from caa_bake.models.loading import ModelRef
-from caa_bake.steering.cache import ModelLoader
+from caa_bake.models import ModelRef, dtype_name
+from caa_bake.steering import ModelLoader
 
 if TYPE_CHECKING:
     import torch

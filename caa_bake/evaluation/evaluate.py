@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from caa_bake.evaluation.common import (
     LoadedModel,
     PartialLog,
@@ -43,12 +43,8 @@ from caa_bake.evaluation.variants import (
     prepared_model,
     vector_of,
 )
-from caa_bake.models.dtypes import parse_dtype, resolve_dtype
-from caa_bake.models.loading import num_layers, resolve_model
-from caa_bake.steering.cache import get_vector
-from caa_bake.steering.job import pick_device
-from caa_bake.steering.layers import check_layer
-from caa_bake.steering.vector import SteeringVector
+from caa_bake.models import num_layers, parse_dtype, resolve_dtype, resolve_model
+from caa_bake.steering import SteeringVector, check_layer, get_vector, pick_device
 
 __all__ = ["EvalRun", "VariantResult", "run_eval_job"]
 

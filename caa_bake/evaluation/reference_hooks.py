@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.blocks import decoder_blocks
-from caa_bake.models.prompts import PromptStyle, answer_format, encode_prompt, eval_prefix
+from caa_bake.core import CaaBakeError
+from caa_bake.models import PromptStyle, answer_format, decoder_blocks, encode_prompt, eval_prefix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

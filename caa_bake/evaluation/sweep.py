@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from caa_bake.evaluation.common import (
     LoadedModel,
     PartialLog,
@@ -35,12 +35,8 @@ from caa_bake.evaluation.reference_hooks import steer_from_tail
 from caa_bake.evaluation.report import write_sweep_report
 from caa_bake.evaluation.tables import SweepPoint, best_layers
 from caa_bake.evaluation.tasks import ab_task, check_task_data, run_tasks
-from caa_bake.models.dtypes import dtype_name, parse_dtype, resolve_dtype
-from caa_bake.models.loading import num_layers, resolve_model
-from caa_bake.steering.cache import get_vector
-from caa_bake.steering.hooks import add_to_block_outputs
-from caa_bake.steering.job import pick_device
-from caa_bake.steering.layers import parse_layers
+from caa_bake.models import dtype_name, num_layers, parse_dtype, resolve_dtype, resolve_model
+from caa_bake.steering import add_to_block_outputs, get_vector, parse_layers, pick_device
 
 __all__ = ["POSITIONS", "SweepJob", "SweepRun", "run_sweep_job"]
 

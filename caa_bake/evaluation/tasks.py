@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import datasets_dir
-from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
-from caa_bake.data.datasets import load_ab_eval, load_pairs
-from caa_bake.models.prompts import (
+from caa_bake.core import CaaBakeError, datasets_dir
+from caa_bake.data import CAA_BEHAVIORS, check_behavior, load_ab_eval, load_pairs
+from caa_bake.models import (
     AnswerFormat,
     PromptStyle,
     answer_format,

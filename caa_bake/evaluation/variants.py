@@ -26,16 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caa_bake.bake.bakes import Bake, export_name
-from caa_bake.bake.export import export_checkpoint, read_export_block
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import exports_dir
+from caa_bake.bake import Bake, export_checkpoint, export_name, read_export_block
+from caa_bake.core import CaaBakeError, exports_dir
 from caa_bake.evaluation.common import LoadedModel
 from caa_bake.evaluation.reference_hooks import steer_from_tail
 from caa_bake.evaluation.tasks import resolve_tasks
-from caa_bake.finetune.listing import FinetunedCheckpoint, list_finetuned
-from caa_bake.models.loading import ModelRef, check_model_dir, load_model, resolve_model
-from caa_bake.steering.vector import SteeringVector
+from caa_bake.finetune import FinetunedCheckpoint, list_finetuned
+from caa_bake.models import ModelRef, check_model_dir, load_model, resolve_model
+from caa_bake.steering import SteeringVector
 
 __all__ = [
     "STEERED_KINDS",

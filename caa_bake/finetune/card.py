@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from caa_bake.bake.model_card import front_matter, load_snippet
+from caa_bake.bake import front_matter, load_snippet
 
 __all__ = ["render_finetune_card"]
 

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = ["ZERO_STAGES", "DeepSpeedConfig", "resolve_ds_config", "shipped_config_path"]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.data.datasets import ContrastPair
-from caa_bake.models.prompts import (
+from caa_bake.core import CaaBakeError
+from caa_bake.data import ContrastPair
+from caa_bake.models import (
     EncodedPrompt,
     PromptStyle,
     answer_format,

@@ -20,9 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from caa_bake.core.atomic import owner_fds
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, is_quiet, owner_fds
 from caa_bake.finetune.spec import FinetuneSpec
 from caa_bake.finetune.worker import ERROR_FILE, LAUNCHER_PID_ENV, PROGRESS_FILE
 

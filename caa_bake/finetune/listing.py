@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 if TYPE_CHECKING:
-    from caa_bake.models.loading import ModelRef
+    from caa_bake.models import ModelRef
 
 __all__ = ["FinetunedCheckpoint", "list_finetuned", "read_finetune_block"]
 
@@ -97,8 +97,8 @@ def list_finetuned(
         Sorted by behavior, direction, then folder name. Hidden (temporary) folders are
         skipped.
     """
-    from caa_bake.core.paths import exports_dir
-    from caa_bake.data.behaviors import check_behavior
+    from caa_bake.core import exports_dir
+    from caa_bake.data import check_behavior
     from caa_bake.finetune.spec import check_direction
 
     wanted_behavior = check_behavior(behavior) if behavior is not None else None

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = ["LOG_DIR", "RankLog", "StepRecord", "TrainingSummary", "read_rank_logs", "summarize"]
 

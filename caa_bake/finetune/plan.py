@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.data.behaviors import check_behavior
+from caa_bake.core import CaaBakeError
+from caa_bake.data import check_behavior
 from caa_bake.finetune.config import resolve_ds_config
 from caa_bake.finetune.data import TrainExample, build_examples
 from caa_bake.finetune.spec import (
@@ -108,7 +108,7 @@ def _check_dtype(name: str) -> None:
     rounds away and training silently does nothing; fp16 loses most of it too. Mixed
     precision (half-precision compute with float32 master weights) is not implemented.
     """
-    from caa_bake.models.dtypes import dtype_name, parse_dtype
+    from caa_bake.models import dtype_name, parse_dtype
 
     dtype = parse_dtype(name)
     if dtype is not None and dtype_name(dtype) != "float32":
@@ -159,7 +159,7 @@ def _check_installed(lora: bool) -> None:
 
 
 def _model_record(ref: object) -> dict[str, object]:
-    from caa_bake.models.loading import ModelRef
+    from caa_bake.models import ModelRef
 
     assert isinstance(ref, ModelRef)
     try:
@@ -210,10 +210,9 @@ def plan_finetune(request: FinetuneRequest, *, external_world: int | None = None
     """
     from transformers import AutoTokenizer
 
-    from caa_bake.bake.export import prepare_target
-    from caa_bake.data.datasets import dataset_path, file_sha256, load_pairs
-    from caa_bake.models.loading import resolve_model
-    from caa_bake.models.prompts import detect_style
+    from caa_bake.bake import prepare_target
+    from caa_bake.data import dataset_path, file_sha256, load_pairs
+    from caa_bake.models import detect_style, resolve_model
 
     direction = check_direction(request.direction)
     behavior = check_behavior(request.behavior)
@@ -240,7 +239,7 @@ def plan_finetune(request: FinetuneRequest, *, external_world: int | None = None
         max_steps=request.max_steps,
     )
     name = finetune_name(ref.slug, behavior, direction, parts)
-    from caa_bake.core.paths import exports_dir
+    from caa_bake.core import exports_dir
 
     target = prepare_target(
         request.out if request.out is not None else exports_dir() / name,

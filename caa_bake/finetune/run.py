@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from caa_bake import __version__
-from caa_bake.core.atomic import atomic_dir, default_mode
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError, atomic_dir, default_mode
 from caa_bake.finetune.card import render_finetune_card
 from caa_bake.finetune.log import TrainingSummary, read_rank_logs, summarize
 from caa_bake.finetune.plan import FinetunePlan, FinetuneRequest, plan_finetune
@@ -153,7 +152,7 @@ def _check_loads(folder: Path, expected_sha256: str | None) -> None:
     from transformers import AutoModelForCausalLM
 
     from caa_bake.finetune.weights import state_sha256
-    from caa_bake.models.hub import quiet_hf_progress
+    from caa_bake.models import quiet_hf_progress
 
     with quiet_hf_progress():
         loaded: Any = AutoModelForCausalLM.from_pretrained(

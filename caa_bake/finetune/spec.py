@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = [
     "DIRECTIONS",

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from caa_bake.finetune.data import TrainExample, collate, global_schedule, rank_schedule
 from caa_bake.finetune.log import RankLog, StepRecord
 from caa_bake.finetune.spec import FinetuneSpec

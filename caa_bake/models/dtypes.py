@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = [
     "ALLOW_EMULATED_ENV",

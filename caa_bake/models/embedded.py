@@ -20,11 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caa_bake.core.atomic import atomic_dir
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.hashing import file_sha256
-from caa_bake.core.paths import cache_dir
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, atomic_dir, cache_dir, file_sha256, is_quiet
 from caa_bake.models.hub import quiet_hf_progress
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import is_quiet
 from caa_bake.models.embedded import MARKER_FILE
 from caa_bake.models.hub import quiet_hf_progress
 

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, is_quiet
 
 __all__ = [
     "PICKLE_PATTERNS",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 from caa_bake.models.embedded import EMBEDDED_MODEL
 from caa_bake.models.hub import (
     download_snapshot,

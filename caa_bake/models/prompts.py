@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

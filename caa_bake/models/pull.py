@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.progress import is_quiet
+from caa_bake.core import CaaBakeError, is_quiet
 from caa_bake.models.embedded import ensure_embedded_model
 from caa_bake.models.pypi_parts import pip_args_for, pull_parts
 from caa_bake.models.registry import ModelEntry

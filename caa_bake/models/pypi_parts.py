@@ -30,10 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from caa_bake.core.atomic import atomic_dir
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.hashing import file_sha256
-from caa_bake.core.progress import is_quiet, progress
+from caa_bake.core import CaaBakeError, atomic_dir, file_sha256, is_quiet, progress
 from caa_bake.models.embedded import file_lock
 from caa_bake.models.gguf_convert import convert_gguf
 from caa_bake.models.registry import ModelEntry, PartsSpec, is_converted

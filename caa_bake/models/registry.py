@@ -19,8 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import cache_dir
+from caa_bake.core import CaaBakeError, cache_dir
 from caa_bake.models import embedded
 from caa_bake.models.embedded import MARKER_FILE
 

@@ -21,17 +21,16 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from caa_bake import __version__
-from caa_bake.data.behaviors import CAA_BEHAVIORS, check_behavior
-from caa_bake.data.datasets import (
+from caa_bake.data import (
+    CAA_BEHAVIORS,
     ContrastPair,
+    check_behavior,
     dataset_path,
     file_sha256,
     load_custom_pairs,
     load_pairs,
 )
-from caa_bake.models.dtypes import dtype_name
-from caa_bake.models.loading import ModelRef, load_model
-from caa_bake.models.prompts import detect_style
+from caa_bake.models import ModelRef, detect_style, dtype_name, load_model
 from caa_bake.steering.extract import POSITION_RULE, extract_vectors
 from caa_bake.steering.vector import SteeringVector, normalize_vectors, vector_path
 

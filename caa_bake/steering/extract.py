@@ -22,10 +22,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from caa_bake.core.progress import progress
-from caa_bake.data.datasets import ContrastPair
-from caa_bake.models.blocks import decoder_blocks
-from caa_bake.models.prompts import EncodedPrompt, PromptStyle, encode_prompt, pad_batch
+from caa_bake.core import progress
+from caa_bake.data import ContrastPair
+from caa_bake.models import EncodedPrompt, PromptStyle, decoder_blocks, encode_prompt, pad_batch
 
 __all__ = [
     "POSITION_RULE",

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.blocks import decoder_blocks
+from caa_bake.core import CaaBakeError
+from caa_bake.models import decoder_blocks
 from caa_bake.steering.vector import SteeringVector
 
 __all__ = ["add_to_block_outputs", "steering"]

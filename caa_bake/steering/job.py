@@ -9,9 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.models.dtypes import dtype_name, resolve_dtype
-from caa_bake.models.loading import num_layers, resolve_model
+from caa_bake.core import CaaBakeError
+from caa_bake.models import dtype_name, num_layers, resolve_dtype, resolve_model
 from caa_bake.steering.cache import BehaviorData, ModelLoader, extract_behavior, normalized_set
 from caa_bake.steering.layers import parse_layers
 

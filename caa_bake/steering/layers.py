@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from caa_bake.core.errors import CaaBakeError
+from caa_bake.core import CaaBakeError
 
 __all__ = ["check_layer", "parse_layers"]
 

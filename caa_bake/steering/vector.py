@@ -18,9 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from caa_bake.core.atomic import atomic_file
-from caa_bake.core.errors import CaaBakeError
-from caa_bake.core.paths import vectors_dir
+from caa_bake.core import CaaBakeError, atomic_file, vectors_dir
 
 __all__ = ["SteeringVector", "normalize_vectors", "vector_path"]
 
