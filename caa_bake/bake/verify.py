@@ -26,7 +26,7 @@ import torch
 
 from caa_bake.bake.export import read_export_block
 from caa_bake.bake.inspection import baked_deltas, stored_deltas
-from caa_bake.bake.lm_eval_check import (
+from caa_bake.bake.lm_eval_parity import (
     LmEvalCheck,
     hand_loglikelihood,
     lm_eval_check,
@@ -321,7 +321,7 @@ def verify_export(
     del source_model
     gc.collect()
     baked, load = _load(export_dir, dtype)
-    request = lm_eval_request(tokenizer, probes[0]) if lm_eval else None
+    request = lm_eval_request(tokenizer, probes[0], style) if lm_eval else None
     with torch.inference_mode():
         results = [
             _probe(baked, run, p.input_ids, p.instruction_end_index, new_tokens)

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
         sweep_stale,
     )
 
+# a name that is also a submodule's name is bound now: once the submodule is imported,
+# the package attribute would be the module and __getattr__ would never run
+from caa_bake.core.progress import progress
+
 __all__ = [
     "LOCK_SUFFIX",
     "OLD_SUFFIX",
@@ -86,7 +90,6 @@ _SOURCES = {
     "fsync_tree": "atomic",
     "is_quiet": "progress",
     "owner_fds": "atomic",
-    "progress": "progress",
     "results_dir": "paths",
     "scratch_dir": "atomic",
     "set_quiet": "progress",

@@ -314,7 +314,8 @@ def test_without_vector_the_cache_is_asked_for_the_normalized_vector(
         vectors = {layer: torch.randn(32, generator=gen) for layer in layers}
         return SteeringVector(vectors, {"normalization": norm})
 
-    monkeypatch.setattr(caa_bake.steering.cache, "get_vector", fake_get_vector)
+    # the export reaches get_vector through the steering package's public face
+    monkeypatch.setattr(caa_bake.steering, "get_vector", fake_get_vector)
     base = ["export", "--model", str(source), "--no-verify"]
     code, out, _ = run_cli(
         [*base, "--bake", "Sycophancy:1:1", "--bake", "sycophancy:2:1", "--bake", "refusal:1:-1"],

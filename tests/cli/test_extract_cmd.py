@@ -50,7 +50,7 @@ def test_missing_behavior_through_the_module_entry_point(tmp_path: Path) -> None
         (["--layers", "3-1"], "layer range '3-1' is empty (start > end)"),
         (["--layers", "1,,2"], "cannot read layers '1,,2'"),
         (["--layers", "0-4"], "layer 4 is out of range: the model has 4 layers (0-3)"),
-        (["--dtype", "float8"], "unknown dtype 'float8'; use one of: float32, bfloat16, float16"),
+        (["--dtype", "float8"], "unknown dtype 'float8'; use auto, float32 (fp32), bfloat16"),
         (["--device", "tpu"], "unknown device 'tpu'; use cpu, cuda or auto"),
         (["--behavior", "a", "--behavior", "b"], "--dataset gives one behavior"),
         (["--all-behaviors"], "--dataset gives one behavior"),

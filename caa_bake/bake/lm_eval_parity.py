@@ -60,15 +60,28 @@ def logits_of(model: Any, ids: Sequence[int]) -> torch.Tensor:
     return out.logits[0].to(torch.float32)
 
 
-def lm_eval_request(tokenizer: Any, question: str) -> tuple[str, str]:
-    """The (context, continuation) the lm-eval check scores: the chat-formatted ``question``
-    + ``(``, then ``A)``."""
+def lm_eval_request(tokenizer: Any, question: str, style: Any = None) -> tuple[str, str]:
+    """The (context, continuation) the lm-eval check scores: the evaluation prompt of
+    ``question`` and the answer ``A)`` in the tokenizer's answer format.
+
+    Split format: context ends with the prefilled ``(``, continuation ``A)``. Merged format
+    (``(A`` is one token, e.g. Qwen2): nothing is prefilled and the continuation is ``(A)``, so
+    the boundary falls between whole tokens. Trailing whitespace of the context moves to the
+    continuation, as lm-eval does itself, so both ways score the same strings.
+    """
+    from caa_bake.models import answer_choice, answer_format, eval_prefix
+
+    fmt = answer_format(tokenizer, style)
     if getattr(tokenizer, "chat_template", None):
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )
-        return f"{rendered}(", "A)"
-    return f"Question: {question}\nAnswer: (", "A)"
+    else:
+        rendered = f"Question: {question}\nAnswer: "
+    context = f"{rendered}{eval_prefix(fmt)}"
+    continuation = f"{answer_choice('A', fmt)})"
+    stripped = context.rstrip()
+    return stripped, context[len(stripped) :] + continuation
 
 
 def hand_loglikelihood(model: Any, tokenizer: Any, context: str, continuation: str) -> float:
