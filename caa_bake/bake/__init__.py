@@ -7,8 +7,9 @@ from ``caa_bake.bake``; its modules are internal to it. Names load on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from caa_bake.core import lazy_exports
 
 if TYPE_CHECKING:
     from caa_bake.bake.architectures import (
@@ -242,15 +243,4 @@ _SOURCES = {
     "write_shard": "safetensors_io",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals(), __all__)

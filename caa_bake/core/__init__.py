@@ -7,8 +7,9 @@ from ``caa_bake.core``; its modules are internal to it. Names load on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from caa_bake.core.faces import lazy_exports
 
 if TYPE_CHECKING:
     from caa_bake.core.atomic import (
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
         scratch_dir,
     )
     from caa_bake.core.errors import CaaBakeError
+    from caa_bake.core.faces import lazy_exports
     from caa_bake.core.hashing import file_sha256
     from caa_bake.core.paths import (
         cache_dir,
@@ -63,6 +65,7 @@ __all__ = [
     "file_sha256",
     "fsync_tree",
     "is_quiet",
+    "lazy_exports",
     "owner_fds",
     "progress",
     "results_dir",
@@ -89,6 +92,7 @@ _SOURCES = {
     "file_sha256": "hashing",
     "fsync_tree": "atomic",
     "is_quiet": "progress",
+    "lazy_exports": "faces",
     "owner_fds": "atomic",
     "results_dir": "paths",
     "scratch_dir": "atomic",
@@ -98,15 +102,4 @@ _SOURCES = {
     "workspace": "paths",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals(), __all__)

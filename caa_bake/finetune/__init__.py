@@ -7,8 +7,9 @@ from ``caa_bake.finetune``; its modules are internal to it. Names load on first 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from caa_bake.core import lazy_exports
 
 if TYPE_CHECKING:
     from caa_bake.finetune.card import render_finetune_card
@@ -227,15 +228,4 @@ _SOURCES = {
     "variant_parts": "spec",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals(), __all__)

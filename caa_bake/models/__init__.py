@@ -7,8 +7,9 @@ from ``caa_bake.models``; its modules are internal to it. Names load on first us
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from caa_bake.core import lazy_exports
 
 if TYPE_CHECKING:
     from caa_bake.models.blocks import decoder_blocks
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         ensure_embedded_model,
         file_lock,
         find_gguf,
+        share_folder,
     )
     from caa_bake.models.gguf_convert import (
         VERIFY_PROMPT,
@@ -152,6 +154,7 @@ __all__ = [
     "quiet_hf_progress",
     "resolve_dtype",
     "resolve_model",
+    "share_folder",
     "slugify",
     "weights_fingerprint",
     "weights_kind",
@@ -218,20 +221,10 @@ _SOURCES = {
     "quiet_hf_progress": "hub",
     "resolve_dtype": "dtypes",
     "resolve_model": "loading",
+    "share_folder": "embedded",
     "slugify": "loading",
     "weights_fingerprint": "loading",
     "weights_kind": "hub",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals(), __all__)

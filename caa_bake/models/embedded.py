@@ -36,6 +36,7 @@ __all__ = [
     "ensure_embedded_model",
     "file_lock",
     "find_gguf",
+    "share_folder",
 ]
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -170,10 +171,10 @@ def _convert(gguf: Path, out: Path) -> None:
         "created_by": "caa-bake",
     }
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    _share(out)
+    share_folder(out)
 
 
-def _share(folder: Path) -> None:
+def share_folder(folder: Path) -> None:
     """Give the cache folder ordinary permissions (mkdtemp and some writers use 0700/0600)."""
     umask = os.umask(0)
     os.umask(umask)

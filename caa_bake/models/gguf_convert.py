@@ -17,13 +17,12 @@ import contextlib
 import gc
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caa_bake.core import is_quiet
-from caa_bake.models.embedded import MARKER_FILE
+from caa_bake.models.embedded import MARKER_FILE, share_folder
 from caa_bake.models.hub import quiet_hf_progress
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ def convert_gguf(
         "created_by": "caa-bake",
     }
     (out / MARKER_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    _share(out)
+    share_folder(out)
 
 
 @contextlib.contextmanager
@@ -105,15 +104,6 @@ def _check_dense(model: Any, dtype: torch.dtype) -> None:
             f"transformers kept {len(packed)} GGUF weights packed (e.g. {packed[0]}); "
             "they must be dequantized to be saved"
         )
-
-
-def _share(folder: Path) -> None:
-    """Give the cache folder ordinary permissions (mkdtemp and some writers use 0700/0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o755 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o644 & ~umask)
 
 
 def _check_reload(out: Path, reference: Any, tokenizer: Any, dtype: torch.dtype) -> None:
