@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 import pytest
 from transformers.utils import logging as hf_logging
 
-from caa_bake.core import progress as progress_mod
 from caa_bake.core.progress import is_quiet, progress, set_quiet
+
+# the module itself: ``caa_bake.core.progress`` as an attribute is the function of that name
+progress_mod = importlib.import_module("caa_bake.core.progress")
 
 
 @pytest.fixture(autouse=True)

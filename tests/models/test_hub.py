@@ -9,6 +9,7 @@ runs in a fresh subprocess pointed at the server and at a temporary cache.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -25,8 +26,10 @@ import pytest
 from huggingface_hub.utils import are_progress_bars_disabled
 from transformers.utils import logging as tf_logging
 
-from caa_bake.core import progress as progress_mod
 from caa_bake.models.hub import looks_like_hub_id, quiet_hf_progress, weights_kind
+
+# the module itself: ``caa_bake.core.progress`` as an attribute is the function of that name
+progress_mod = importlib.import_module("caa_bake.core.progress")
 
 COMMIT = "c0ffee" + "0" * 34
 SAFETENSORS = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "  # an empty safetensors file
@@ -213,6 +216,7 @@ _SCRIPT = """
 import json, sys
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.models.hub import download_snapshot
+
 for repo, revision, allow_pickle in json.loads(sys.argv[1]):
     try:
         folder, commit = download_snapshot(repo, revision=revision, allow_pickle=allow_pickle)
