@@ -18,7 +18,12 @@ BehaviorOpt = Annotated[
 ]
 AllOpt = Annotated[bool, typer.Option("--all-behaviors", help="The 7 CAA behaviors.")]
 LimitOpt = Annotated[
-    int | None, typer.Option("--limit", help="At most N items per task (quick runs).")
+    int | None,
+    typer.Option(
+        "--limit",
+        help="At most N items per task (quick runs); MMLU / TruthfulQA: spread evenly "
+        "over categories.",
+    ),
 ]
 BatchOpt = Annotated[
     int, typer.Option("--batch-size", help="lm-eval batch size (padded prompts per forward).")

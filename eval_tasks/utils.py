@@ -286,7 +286,8 @@ def load_capability(
     answer_format: str = "auto",
     **metadata: Any,
 ) -> Any:
-    """MMLU (570 items) or TruthfulQA (817 items) as A/B docs with a ``category``."""
+    """MMLU (570 items) or TruthfulQA (817 items) as A/B docs with a ``category``, in
+    :func:`spread_over_categories` order (``id`` is the item's index in the file)."""
     if name not in CAPABILITY_FILES:
         raise ValueError(f"unknown capability eval {name!r}; valid: {', '.join(CAPABILITY_FILES)}")
     path = data_root(data_dir) / CAPABILITY_FILES[name]
@@ -300,7 +301,24 @@ def load_capability(
         if not isinstance(category, str):
             raise ValueError(f"{where}: 'category' must be a string")
         docs.append(_doc(i, item.get("prompt"), target, other, category, prompt_style, fields))
-    return _as_dataset(docs)
+    return _as_dataset(spread_over_categories(docs))
+
+
+def spread_over_categories(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``docs`` dealt round-robin over their categories (first-seen order, file order within one).
+
+    lm-eval's ``--limit N`` keeps the first N docs of a task, so with this order a limited run
+    is an evenly spread subset (N = 57 gives one MMLU item per subject) rather than the first
+    subjects only. A whole-set run is unchanged: every doc keeps its file index in ``id``.
+    """
+    queues: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        queues.setdefault(doc["category"], []).append(doc)
+    spread: list[dict[str, Any]] = []
+    depth = max((len(q) for q in queues.values()), default=0)
+    for i in range(depth):
+        spread.extend(q[i] for q in queues.values() if i < len(q))
+    return spread
 
 
 def _letter_probs(results: list[tuple[float, bool]]) -> tuple[float, float]:

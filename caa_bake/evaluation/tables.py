@@ -256,6 +256,15 @@ def _baked_vs_hooks(rows: Sequence[Row]) -> list[str]:
     ]
 
 
+#: printed under the nonsense tables of a merged-answer-format model (eval_tasks/README.md)
+MERGED_NONSENSE_NOTE = (
+    "*Not the model's A/B mass:* this model's tokenizer merges `(A`, and lm-eval moves the chat "
+    "template's trailing newline into the scored answer, so p(A) and p(B) each carry the "
+    "probability of that newline and this column reads ~1 (known defect, see "
+    "`eval_tasks/README.md`). p_match and p(correct) are ratios in which the factor cancels."
+)
+
+
 def eval_markdown(
     rows: Sequence[Row],
     behaviors: Sequence[str],
@@ -271,7 +280,7 @@ def eval_markdown(
         f"- model weights fingerprint: `{str(model.get('weights_fingerprint', ''))[:16]}`; "
         f"prompt style: {model.get('prompt_style')}"
         + (" (chat template)" if model.get("apply_chat_template") else ""),
-        f"- items per task: {meta.get('limit') or 'all'}; wall time {meta.get('wall_s', 0):.0f} s",
+        f"- items per task: {_items(meta.get('limit'))}; wall time {meta.get('wall_s', 0):.0f} s",
     ]
     if meta.get("variants_reused"):
         lines[-1] += (
@@ -288,8 +297,11 @@ def eval_markdown(
     combined = finetuning_table(rows, multipliers)
     if combined is not None:
         lines += _markdown_table(combined)
+    merged = model.get("answer_format") == "merged"
     for table in eval_tables(rows, behaviors, multipliers):
         lines += _markdown_table(table)
+        if merged and table.title.startswith("nonsense"):
+            lines += [MERGED_NONSENSE_NOTE, ""]
     if {-1.0, 0.0, 1.0} <= set(multipliers) and any(
         r.kind == "baked" and r.metric == "p_match" for r in rows
     ):
@@ -313,6 +325,15 @@ class SweepPoint:
     nonsense: float
     n: int
     dtype: str = "float32"
+
+
+def _items(limit: object) -> str:
+    if not limit:
+        return "all"
+    return (
+        f"the first {limit} (A/B sets: file order; MMLU / TruthfulQA: round-robin over "
+        "categories, an evenly spread subset)"
+    )
 
 
 def best_layers(points: Sequence[SweepPoint]) -> dict[str, int]:

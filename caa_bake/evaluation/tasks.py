@@ -207,6 +207,33 @@ def quiet_lm_eval(level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def _versions_only(storage: dict[str, Any]) -> None:
+    """Stand-in for lm-eval's ``add_env_info``: the package versions, without
+    ``torch.utils.collect_env`` (which runs ``pip list`` and friends: ~2.5 s per
+    ``simple_evaluate`` call here, 30 s for the first; paid once per evaluated variant or
+    sweep point; ``benchmarks/lm_eval_overhead.py``). caa-bake
+    records its own provenance in every results file."""
+    from importlib.metadata import version
+
+    storage["pretty_env_info"] = "not collected (caa-bake records its own provenance)"
+    storage["transformers_version"] = version("transformers")
+    storage["lm_eval_version"] = version("lm_eval")
+
+
+@contextlib.contextmanager
+def light_env_info() -> Iterator[None]:
+    """Inside the block lm-eval's ``simple_evaluate`` records versions only (see
+    :func:`_versions_only`); everything it evaluates is unchanged."""
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.add_env_info
+    evaluator.add_env_info = _versions_only
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -228,7 +255,7 @@ def _task_result(task: str, metrics: dict[str, Any], samples: list[dict[str, Any
         (ll_a, _), (ll_b, _) = sample["filtered_resps"]
         values.append(
             SampleValue(
-                doc_id=int(sample["doc_id"]),
+                doc_id=int(sample["doc"].get("id", sample["doc_id"])),  # index in the file
                 target=str(sample["doc"]["target"]),
                 p_a=math.exp(float(ll_a)),
                 p_b=math.exp(float(ll_b)),
@@ -255,7 +282,7 @@ def run_tasks(
         "prompt_style": setup.task_style,
         "answer_format": setup.answer_format,
     }
-    with quiet_lm_eval():
+    with quiet_lm_eval(), light_env_info():
         manager = TaskManager(
             include_path=str(tasks_dir()), include_defaults=False, metadata=metadata
         )

@@ -111,6 +111,6 @@ def save_checkpoint(spec: FinetuneSpec, state: Mapping[str, torch.Tensor], out: 
     fresh.load_state_dict(dict(state), strict=True)
     if spec.lora is not None:
         fresh = fresh.merge_and_unload()
-    fresh.save_pretrained(str(out), safe_serialization=True)
+    fresh.save_pretrained(str(out), safe_serialization=True, max_shard_size="500MB")
     copy_tokenizer_files(Path(spec.base["path"]), Path(out))
     return state_sha256(fresh.state_dict())

@@ -63,7 +63,7 @@ def convert_gguf(
     for title in ("_name_or_path", "_model_name_or_path"):  # the GGUF's title, not a path
         with contextlib.suppress(AttributeError):
             delattr(model.config, title)
-    model.save_pretrained(out)
+    model.save_pretrained(out, max_shard_size="500MB")
     tokenizer.save_pretrained(out)
     _check_reload(out, model, tokenizer, dtype)
     del model

@@ -81,6 +81,19 @@ def test_eval_markdown_lines() -> None:
     ]
 
 
+def test_merged_format_note_under_nonsense_tables() -> None:
+    rows = [*ROWS, _row("none", "baked", "refusal", 1.0, "caa_ab_refusal", "nonsense", 0.99)]
+    note = "*Not the model's A/B mass:*"
+    merged = eval_markdown(rows, BEHAVIORS, MULTS, {"model": {"answer_format": "merged"}})
+    lines = merged.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("### nonsense"))
+    after = [line for line in lines[at + 1 :] if line and not line.startswith("|")]
+    assert after[0].startswith(note)  # right under the table
+    assert merged.count(note) == 1
+    split = eval_markdown(rows, BEHAVIORS, MULTS, {"model": {"answer_format": "split"}})
+    assert "### nonsense" in split and note not in split
+
+
 def test_csv_round_trip(tmp_path: Path) -> None:
     path = write_csv(ROWS, tmp_path / "rows.csv")
     with path.open(encoding="utf-8") as fh:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -210,9 +211,14 @@ def test_loaders_give_the_caa_bake_items(pulled_datasets: Path) -> None:
     survival = [d["target"] for d in utils.load_behavior("survival-instinct")["test"]]
     assert sum(t in "AB" for t in survival) == 46  # the paper's maximum 46/50 = 0.92
     for name, count in (("mmlu", 570), ("truthfulqa", 817)):
-        docs = utils.load_capability(name)["test"]
+        spread = utils.load_capability(name)["test"]
+        docs = sorted(spread, key=lambda d: d["id"])
         items = load_ab_eval(name)
         assert len(docs) == count
+        assert [d["id"] for d in docs] == list(range(count))
+        # --limit N takes the first N docs: every category before any repeats
+        categories = {i.category for i in items}
+        assert len({d["category"] for d in list(spread)[: len(categories)]}) == len(categories)
         assert [d["target"] for d in docs] == [i.correct[1] for i in items]
         assert [d["category"] for d in docs] == [i.category for i in items]
     assert len({d["category"] for d in utils.load_capability("mmlu")["test"]}) == 57
@@ -283,7 +289,8 @@ def test_tiny_chat_template_by_hand(
         True,
         "chat",
     )
-    assert check_by_hand(model, tokenizer, setup, limit=4) == 8
+    # MMLU docs 0, 10, 20 (one per subject): each fits the tiny model's 256 positions
+    assert check_by_hand(model, tokenizer, setup, limit=3) == 6
 
 
 def test_tiny_plain_style_by_hand(tiny_models: dict[str, Path], pulled_datasets: Path) -> None:
@@ -496,3 +503,18 @@ def test_stock_lm_eval_cli(
     assert len(values) == 2
     metrics = json.loads(results_file.read_text(encoding="utf-8"))["results"]["caa_ab_refusal"]
     assert metrics["p_match,none"] == pytest.approx(sum(values) / 2, abs=1e-12)
+
+
+def test_light_env_info_records_versions_and_restores() -> None:
+    import lm_eval.evaluator as evaluator
+
+    from caa_bake.evaluation.tasks import light_env_info
+
+    original = evaluator.add_env_info
+    with light_env_info():
+        storage: dict[str, Any] = {}
+        evaluator.add_env_info(storage)
+        assert storage["lm_eval_version"] == version("lm_eval")
+        assert storage["transformers_version"] == version("transformers")
+        assert "not collected" in storage["pretty_env_info"]
+    assert evaluator.add_env_info is original
