@@ -7,14 +7,30 @@ from typing import Annotated
 
 import typer
 
+from caa_bake.core import CaaBakeError
 from caa_bake.data import CAA_BEHAVIORS
-from cli.common import DtypeOpt, ModelOpt, QuietOpt, apply_quiet, say
+from cli.common import (
+    DatasetOpt,
+    DtypeOpt,
+    ModelOpt,
+    NormalizeWithOpt,
+    QuietOpt,
+    TestDatasetOpt,
+    apply_quiet,
+    normalize_with,
+    register_dataset,
+    say,
+)
 
 __all__ = ["register"]
 
 BehaviorOpt = Annotated[
     list[str] | None,
-    typer.Option("--behavior", "-b", help="CAA behavior (repeatable)."),
+    typer.Option(
+        "--behavior",
+        "-b",
+        help="Behavior (repeatable): CAA, anthropic-*, or a registered custom name.",
+    ),
 ]
 AllOpt = Annotated[bool, typer.Option("--all-behaviors", help="The 7 CAA behaviors.")]
 LimitOpt = Annotated[
@@ -42,14 +58,33 @@ ResumeOpt = Annotated[
 ]
 
 
-def _behaviors(behavior: list[str] | None, all_behaviors: bool) -> list[str]:
-    return list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])
+def _behaviors(
+    behavior: list[str] | None,
+    all_behaviors: bool,
+    dataset: Path | None = None,
+    test_dataset: Path | None = None,
+    *,
+    need_test: bool = True,
+) -> list[str]:
+    names = list(CAA_BEHAVIORS) if all_behaviors else list(behavior or [])
+    if dataset is not None and all_behaviors:
+        raise CaaBakeError("--dataset gives one behavior; it cannot be used with --all-behaviors")
+    return register_dataset(names, dataset, test_dataset, need_test=need_test)
+
+
+def _scores_ab(tasks: str | None) -> bool:
+    """Whether ``--tasks`` includes the behaviors' own A/B tasks (the default does)."""
+    return tasks is None or any(t.strip() in ("ab", "caa") or t.strip().startswith("caa_ab")
+                                for t in tasks.split(","))  # fmt: skip
 
 
 def eval_command(
     layer: Annotated[int, typer.Option("--layer", "-l", help="Decoder block (0-based).")],
     behavior: BehaviorOpt = None,
     all_behaviors: AllOpt = False,
+    dataset: DatasetOpt = None,
+    test_dataset: TestDatasetOpt = None,
+    normalize_with_: NormalizeWithOpt = None,
     mults: Annotated[str, typer.Option("--mults", help="Multipliers, e.g. -1,0,1.")] = "-1,0,1",
     tasks: Annotated[
         str | None,
@@ -94,10 +129,14 @@ def eval_command(
     from caa_bake.evaluation import EvalJob, parse_multipliers, run_eval_job
 
     apply_quiet(quiet)
+    norm_set, multipliers = normalize_with(normalize_with_), parse_multipliers(mults)
     job = EvalJob(
-        behaviors=_behaviors(behavior, all_behaviors),
+        behaviors=_behaviors(
+            behavior, all_behaviors, dataset, test_dataset, need_test=_scores_ab(tasks)
+        ),
+        normalize_with=norm_set,
         layer=layer,
-        multipliers=parse_multipliers(mults),
+        multipliers=multipliers,
         tasks=tasks,
         limit=limit,
         model=model,
@@ -122,6 +161,9 @@ def eval_command(
 def sweep_command(
     behavior: BehaviorOpt = None,
     all_behaviors: AllOpt = False,
+    dataset: DatasetOpt = None,
+    test_dataset: TestDatasetOpt = None,
+    normalize_with_: NormalizeWithOpt = None,
     layers: Annotated[str, typer.Option("--layers", "-l", help="0-29, 0,2,4 or all.")] = "all",
     mults: Annotated[
         str, typer.Option("--mults", help="Non-zero multipliers, e.g. -1,1.")
@@ -147,10 +189,12 @@ def sweep_command(
     from caa_bake.evaluation import SweepJob, parse_multipliers, run_sweep_job
 
     apply_quiet(quiet)
+    norm_set, multipliers = normalize_with(normalize_with_), parse_multipliers(mults)
     job = SweepJob(
-        behaviors=_behaviors(behavior, all_behaviors),
+        behaviors=_behaviors(behavior, all_behaviors, dataset, test_dataset),
+        normalize_with=norm_set,
         layers=layers,
-        multipliers=parse_multipliers(mults),
+        multipliers=multipliers,
         limit=limit,
         model=model,
         batch_size=batch_size,

@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from caa_bake.core import CaaBakeError
-from cli.common import ModelOpt, QuietOpt, apply_quiet, say
+from cli.common import (
+    DatasetOpt,
+    ModelOpt,
+    NormalizeWithOpt,
+    QuietOpt,
+    TestDatasetOpt,
+    apply_quiet,
+    normalize_with,
+    register_dataset,
+    say,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -77,6 +87,9 @@ def export(
         bool,
         typer.Option("--no-normalize", help="Bake the raw vector, not the paper-normalized one."),
     ] = False,
+    normalize_with_: NormalizeWithOpt = None,
+    dataset: DatasetOpt = None,
+    test_dataset: TestDatasetOpt = None,
     vector_from: Annotated[
         str | None,
         typer.Option(
@@ -119,6 +132,8 @@ def export(
     check_dtype = _comparison_dtype(verify_dtype, "--verify-dtype")
     extract_dtype = resolve_dtype(dtype, "cpu")
     specs: list[BakeSpec] = []
+    if dataset is not None and behavior is None:
+        behavior = dataset.stem  # a custom behavior is named after its file by default
     given = [x is not None for x in (behavior, layer, mult)]
     if any(given):
         if not all(given):
@@ -130,10 +145,16 @@ def export(
     specs += [parse_bake_spec(text) for text in bake or []]
     if not specs:
         raise CaaBakeError("nothing to bake: give --behavior B --layer L --mult M, or --bake")
+    norm_set = normalize_with(normalize_with_)
+    if norm_set is not None and no_normalize:
+        raise CaaBakeError("--normalize-with names a normalization set; drop --no-normalize")
+    if dataset is not None and vector is not None:
+        raise CaaBakeError("--dataset registers pairs to extract the vector from; drop --vector")
     ref = resolve_model(model, revision=revision)
     donor = None if vector_from is None else resolve_model(vector_from)
     if donor is not None and any(spec.vector_file is not None for spec in specs):
         raise CaaBakeError("--vector-from takes cached vectors; it cannot be used with --vector")
+    register_dataset([behavior] if behavior else [], dataset, test_dataset)
     bakes = resolve_bakes(
         ref,
         specs,
@@ -141,6 +162,7 @@ def export(
         status=say,
         vector_model=donor,
         dtype=extract_dtype,
+        normalize_with=norm_set,
     )
     target = out if out is not None else exports_dir() / export_name(ref.slug, bakes)
     lines: list[str] = []

@@ -30,7 +30,19 @@ def extract(
     revision: RevisionOpt = None,
     dataset: Annotated[
         Path | None,
-        typer.Option("--dataset", help="Custom JSON/JSONL of question + matching/non-matching."),
+        typer.Option(
+            "--dataset",
+            help="Your own JSON/JSONL of question + matching/non-matching answers; registered "
+            "in the workspace as --behavior NAME (default: the file's stem).",
+        ),
+    ] = None,
+    test_dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--test-dataset",
+            help="A/B test items of the --dataset behavior (else a seeded fifth of --dataset, "
+            "for files of 50+ pairs).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per pass.")] = 16,
     dtype: DtypeOpt = "auto",
@@ -53,6 +65,7 @@ def extract(
     job = ExtractJob(
         behaviors=names,
         dataset=dataset,
+        test_dataset=test_dataset,
         layers=layers,
         model=model,
         revision=revision,

@@ -15,7 +15,15 @@ from typing import Annotated
 import typer
 
 from caa_bake.core import CaaBakeError
-from cli.common import ModelOpt, QuietOpt, apply_quiet, say
+from cli.common import (
+    DatasetOpt,
+    ModelOpt,
+    QuietOpt,
+    TestDatasetOpt,
+    apply_quiet,
+    register_dataset,
+    say,
+)
 
 __all__ = ["finetune", "main", "register"]
 
@@ -79,6 +87,8 @@ def finetune(
             "at lr 1e-4 fall below their resolution.",
         ),
     ] = "auto",
+    dataset: DatasetOpt = None,
+    test_dataset: TestDatasetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Finetune on a behavior's A/B answers (the CAA paper's baseline) into a new checkpoint."""
@@ -90,6 +100,12 @@ def finetune(
     )
 
     apply_quiet(quiet)
+    if dataset is not None and launched_externally():
+        raise CaaBakeError(
+            "register --dataset before an external launcher starts the ranks (e.g. `caa-bake "
+            f"extract --behavior {behavior} --dataset FILE`), then pass --behavior {behavior}"
+        )
+    register_dataset([behavior], dataset, test_dataset)
     request = FinetuneRequest(
         behavior=behavior,
         direction=direction,

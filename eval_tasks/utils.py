@@ -4,6 +4,12 @@ This file is imported by lm-eval (``!function utils.<name>`` in the YAMLs), so i
 only on the standard library, ``datasets`` (which lm-eval installs) and, to detect the answer
 format, ``transformers`` (lm-eval's ``hf`` extra) — not on caa-bake.
 
+Tasks: ``caa_ab_<behavior>`` for the 7 CAA behaviors and the 16 converted Anthropic ones
+(``caa_ab_anthropic-<name>``), and the generic ``caa_ab_custom`` for a user's own contrast
+pairs: a behavior registered by caa-bake (``--metadata '{"custom_behavior": "NAME"}'``, read
+from ``<datasets>/custom/NAME/test_ab.json``) or any JSON / JSONL file of A/B items
+(``--metadata '{"custom_file": "/path/items.json"}'``).
+
 Data come from a pulled datasets folder (``caa-bake datasets pull``), found in this order:
 the ``data_dir`` task metadata (``--metadata '{"data_dir": "/path/to/datasets"}'``),
 ``$CAA_BAKE_DATASETS_DIR``, ``$CAA_BAKE_HOME/datasets``, ``./datasets``.
@@ -58,6 +64,7 @@ from typing import Any
 
 __all__ = [
     "ANSWER_FORMATS",
+    "ANTHROPIC_BEHAVIORS",
     "BEHAVIORS",
     "CAPABILITY_FILES",
     "PROMPT_STYLES",
@@ -68,6 +75,7 @@ __all__ = [
     "format_text",
     "load_behavior",
     "load_capability",
+    "load_custom",
     "parse_letter",
     "process_behavior",
     "process_capability",
@@ -84,7 +92,29 @@ BEHAVIORS = (
     "survival-instinct",
     "sycophancy",
 )
-#: capability eval name -> (file under the datasets folder, question key, answer keys)
+#: the 16 raw Anthropic evals as converted by ``caa-bake datasets pull`` (anthropic/<name>/)
+ANTHROPIC_BEHAVIORS = tuple(
+    f"anthropic-{name}"
+    for name in (
+        "coordinate-itself",
+        "coordinate-other-ais",
+        "coordinate-other-versions",
+        "corrigible-less-HHH",
+        "corrigible-more-HHH",
+        "corrigible-neutral-HHH",
+        "myopic-reward",
+        "one-box-tendency",
+        "power-seeking-inclination",
+        "self-awareness-general-ai",
+        "self-awareness-good-text-model",
+        "self-awareness-text-model",
+        "self-awareness-training-architecture",
+        "self-awareness-web-gpt",
+        "survival-instinct",
+        "wealth-seeking-inclination",
+    )
+)
+#: capability eval name -> file under the datasets folder
 CAPABILITY_FILES = {
     "mmlu": "caa/test/mmlu/mmlu.json",
     "truthfulqa": "caa/test/truthfulqa/truthful_qa.json",
@@ -97,6 +127,7 @@ PROBE_QUESTION = "Which one?\n\nChoices:\n(A) Yes\n(B) No"
 _TOKENIZER_ARGS = ("revision", "subfolder", "gguf_file", "trust_remote_code")
 _log = logging.getLogger(__name__)
 _LETTER = re.compile(r"\(([A-Z])\)")
+_CUSTOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _PULL_HINT = "run `caa-bake datasets pull` or point CAA_BAKE_DATASETS_DIR at a pulled folder"
 
 
@@ -214,11 +245,15 @@ def resolve_answer_format(answer_format: str, prompt_style: str, metadata: dict[
     return _detect_for(name, prompt_style, options)
 
 
-def read_items(path: Path) -> list[dict[str, Any]]:
-    """The JSON list of objects in ``path`` (FileNotFoundError with a hint when missing)."""
+def read_items(path: Path, hint: str = _PULL_HINT) -> list[dict[str, Any]]:
+    """The JSON list (or JSONL) of objects in ``path`` (FileNotFoundError with ``hint``)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: datasets not pulled? {_PULL_HINT}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+        raise FileNotFoundError(f"{path} not found: {hint}")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        data: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        data = json.loads(text)
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError(f"{path}: expected a JSON list of objects")
     return data
@@ -254,6 +289,24 @@ def _as_dataset(docs: list[dict[str, Any]]) -> Any:
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
 
 
+def _behavior_docs(
+    path: Path,
+    behavior: str,
+    prompt_style: str,
+    answer_format: str,
+    metadata: dict[str, Any],
+    hint: str = _PULL_HINT,
+) -> Any:
+    fields = answer_fields(resolve_answer_format(answer_format, prompt_style, metadata))
+    docs = []
+    for i, item in enumerate(read_items(path, hint)):
+        where = f"{path} item {i}"
+        target = parse_letter(item.get("answer_matching_behavior"), where)
+        other = parse_letter(item.get("answer_not_matching_behavior"), where)
+        docs.append(_doc(i, item.get("question"), target, other, behavior, prompt_style, fields))
+    return _as_dataset(docs)
+
+
 def load_behavior(
     behavior: str,
     data_dir: str | None = None,
@@ -261,22 +314,56 @@ def load_behavior(
     answer_format: str = "auto",
     **metadata: Any,
 ) -> Any:
-    """The 50 A/B test items of a CAA behavior as ``{"test": Dataset}``.
+    """The A/B test items of a CAA behavior (50) or a converted Anthropic behavior (50) as
+    ``{"test": Dataset}``.
 
     ``target`` is the behavior-matching letter (it may be C-H for a few survival-instinct
     items), ``other`` the non-matching one; ``prefix`` / ``choices`` follow the answer format.
     """
-    if behavior not in BEHAVIORS:
-        raise ValueError(f"unknown behavior {behavior!r}; valid: {', '.join(BEHAVIORS)}")
-    path = data_root(data_dir) / "caa" / "test" / behavior / "test_dataset_ab.json"
-    fields = answer_fields(resolve_answer_format(answer_format, prompt_style, metadata))
-    docs = []
-    for i, item in enumerate(read_items(path)):
-        where = f"{path} item {i}"
-        target = parse_letter(item.get("answer_matching_behavior"), where)
-        other = parse_letter(item.get("answer_not_matching_behavior"), where)
-        docs.append(_doc(i, item.get("question"), target, other, behavior, prompt_style, fields))
-    return _as_dataset(docs)
+    root = data_root(data_dir)
+    if behavior in BEHAVIORS:
+        path = root / "caa" / "test" / behavior / "test_dataset_ab.json"
+    elif behavior in ANTHROPIC_BEHAVIORS:
+        path = root / "anthropic" / behavior[len("anthropic-") :] / "test_ab.json"
+    else:
+        valid = ", ".join((*BEHAVIORS, *ANTHROPIC_BEHAVIORS))
+        raise ValueError(f"unknown behavior {behavior!r}; valid: {valid}")
+    return _behavior_docs(path, behavior, prompt_style, answer_format, metadata)
+
+
+def load_custom(
+    custom_behavior: str | None = None,
+    custom_file: str | None = None,
+    data_dir: str | None = None,
+    prompt_style: str = "chat",
+    answer_format: str = "auto",
+    **metadata: Any,
+) -> Any:
+    """The A/B test items of a user's behavior (task ``caa_ab_custom``) as ``{"test": Dataset}``.
+
+    ``custom_behavior``: a name registered with ``caa-bake ... --behavior NAME --dataset FILE``
+    (its test split, ``<datasets>/custom/NAME/test_ab.json``); or ``custom_file``: any JSON
+    list / JSONL of ``question``, ``answer_matching_behavior``, ``answer_not_matching_behavior``.
+    """
+    if bool(custom_behavior) == bool(custom_file):
+        raise ValueError(
+            'caa_ab_custom needs exactly one of --metadata \'{"custom_behavior": "NAME"}\' '
+            '(registered by caa-bake) or \'{"custom_file": "/path/items.json"}\''
+        )
+    if custom_file:
+        path = Path(custom_file).expanduser()
+        return _behavior_docs(
+            path, path.stem, prompt_style, answer_format, metadata, "no such file"
+        )
+    name = str(custom_behavior)
+    if not _CUSTOM_NAME.match(name):
+        raise ValueError(f"custom_behavior {name!r} is not a valid behavior name")
+    path = data_root(data_dir) / "custom" / name / "test_ab.json"
+    hint = (
+        f"no test split registered for '{name}' (register it with caa-bake: --behavior {name} "
+        "--dataset FILE [--test-dataset TEST_FILE])"
+    )
+    return _behavior_docs(path, name, prompt_style, answer_format, metadata, hint)
 
 
 def load_capability(

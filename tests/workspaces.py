@@ -13,6 +13,16 @@ from caa_bake.models.loading import resolve_model
 from caa_bake.steering.vector import SteeringVector
 
 
+def linked_datasets(pulled: Path, dest: Path) -> Path:
+    """A datasets folder of its own at ``dest`` whose pulled parts are symlinks into
+    ``pulled``: custom behaviors registered by a test land in ``dest/custom`` only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in pulled.iterdir():
+        if entry.name != "custom":
+            (dest / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    return dest
+
+
 def cached_workspace(ws: Path, model_dir: Path, datasets: Path) -> dict[str, str]:
     """Fill ``ws/vectors`` with random raw vectors (norm ~4) of the 7 behaviors for the model
     in ``model_dir``, as the vector cache would keep them; returns the workspace variables."""

@@ -70,6 +70,7 @@ class Bake:
             "normalization_set": self.normalization_set,
             "vector_source": self.vector_source,
             "vector_model_id": self.vector.metadata.get("model_id", ""),
+            "dataset_sha256": self.vector.metadata.get("dataset_sha256", ""),
         }
 
 
@@ -139,6 +140,7 @@ def resolve_bakes(
     status: Callable[[str], None] | None = None,
     vector_model: ModelRef | None = None,
     dtype: torch.dtype = torch.float32,
+    normalize_with: Sequence[str] | None = None,
 ) -> list[Bake]:
     """Fetch each spec's vector: from its file, else the cache (extracting it if missing).
 
@@ -147,9 +149,11 @@ def resolve_bakes(
     ``vector_model`` takes the cached vectors from another model with the same shapes (the
     base model of a finetuned ``source``: the paper's combined model) instead of ``source``.
     ``dtype``: the dtype a missing vector is extracted in (and a cached one must have).
+    ``normalize_with``: the normalization set (default: the 7 CAA behaviors).
+    A vector file extracted from other weights than ``source`` (or than the base model of a
+    finetuned ``source``) is refused.
     """
-    from caa_bake.data import check_behavior
-    from caa_bake.steering import get_vector
+    from caa_bake.steering import get_vector, normalization_members
 
     if not specs:
         raise CaaBakeError("nothing to bake: give --behavior/--layer/--mult or --bake")
@@ -159,30 +163,38 @@ def resolve_bakes(
     for spec in specs:
         _check_spec(spec, n_layers)
     donor = source if vector_model is None else vector_model
+    files = {
+        spec.vector_file: _load_vector_file(spec.vector_file, source)
+        for spec in specs
+        if spec.vector_file is not None
+    }
+    if normalized and any(spec.vector_file is None for spec in specs):
+        normalization_members(normalize_with)  # a bad name fails before any extraction
     if vector_model is not None:
         _check_same_shapes(source, vector_model, n_layers, hidden)
     cached: dict[str, list[int]] = {}
     for spec in specs:
         if spec.vector_file is None:
-            name = check_behavior(spec.behavior)
+            name = _cached_name(spec.behavior, donor)
             cached.setdefault(name, [])
             if spec.layer not in cached[name]:
                 cached[name].append(spec.layer)
     vectors = {
-        name: get_vector(donor, name, sorted(layers), normalized=normalized, dtype=dtype)
+        name: get_vector(
+            donor,
+            name,
+            sorted(layers),
+            normalized=normalized,
+            dtype=dtype,
+            normalize_with=normalize_with,
+        )
         for name, layers in cached.items()
     }
     origin = "cache" if vector_model is None else f"model:{vector_model.model_id}"
     bakes: list[Bake] = []
     for spec in specs:
         if spec.vector_file is not None:
-            vector = SteeringVector.load(spec.vector_file)
-            made_from = vector.metadata.get("weights_fingerprint")
-            if status is not None and made_from and made_from != source.weights_fingerprint:
-                status(
-                    f"note: {spec.vector_file} was extracted from other weights "
-                    f"than {source.model_id}"
-                )
+            vector = files[spec.vector_file]
             bakes.append(
                 Bake(
                     spec.behavior,
@@ -193,9 +205,61 @@ def resolve_bakes(
                 )
             )
         else:
-            name = check_behavior(spec.behavior)
+            name = _cached_name(spec.behavior, donor)
             bakes.append(Bake(name, spec.layer, spec.multiplier, vectors[name], origin))
     return bakes
+
+
+def _cached_name(behavior: str, model: ModelRef) -> str:
+    """The canonical name of a behavior whose vector comes from the cache; an unknown name
+    that has a vector file in the cache (but no registered dataset) points to ``--vector``."""
+    from caa_bake.data import check_behavior
+    from caa_bake.steering import vector_path
+
+    try:
+        return check_behavior(behavior)
+    except CaaBakeError:
+        path = vector_path(model.slug, behavior)
+        if _NAME.match(behavior) and path.is_file():
+            raise CaaBakeError(
+                f"unknown behavior '{behavior}': no dataset is registered under that name, but "
+                f"{path} exists; bake it with --vector {path} (or register the pairs with "
+                f"--behavior {behavior} --dataset FILE)"
+            ) from None
+        raise CaaBakeError(
+            f"unknown behavior '{behavior}'; give its vector file with --vector FILE, or "
+            f"register your contrast pairs with --behavior {behavior} --dataset FILE "
+            "(see `caa-bake datasets list` for the known behaviors)"
+        ) from None
+
+
+def _fingerprint_of_base(source: ModelRef) -> str:
+    """The base model's weights fingerprint when ``source`` is a ``caa-bake finetune`` output."""
+    try:
+        raw = json.loads((Path(source.path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    block = raw.get("caa_bake") if isinstance(raw, dict) else None
+    if not isinstance(block, dict) or block.get("kind") != "finetune":
+        return ""
+    base = block.get("base")
+    return str(base.get("weights_fingerprint") or "") if isinstance(base, dict) else ""
+
+
+def _load_vector_file(path: Path, source: ModelRef) -> SteeringVector:
+    """A ``--vector`` file, refused when its metadata names other weights than ``source``'s
+    (a width that does not fit is refused when the bake is planned)."""
+    vector = SteeringVector.load(path)
+    made_from = vector.metadata.get("weights_fingerprint", "")
+    allowed = {source.weights_fingerprint, _fingerprint_of_base(source)} - {""}
+    if made_from and made_from not in allowed:
+        named = vector.metadata.get("model_id") or "another model"
+        raise CaaBakeError(
+            f"vector file {path} was extracted from {named} (weights {made_from[:12]}), not "
+            f"from {source.model_id} (weights {source.weights_fingerprint[:12]}); extract the "
+            "vector from this model, or bake another model's vector with --vector-from MODEL"
+        )
+    return vector
 
 
 def _check_same_shapes(source: ModelRef, donor: ModelRef, n_layers: int, hidden: int) -> None:

@@ -6,7 +6,9 @@ Layout under the datasets dir (``caa_bake.core.paths.datasets_dir()``), as ``pul
   (plus ``test_dataset_open_ended.json``) for the 7 CAA behaviors;
 - ``anthropic/<name>/generate.json`` and ``anthropic/<name>/test_ab.json`` for
   ``anthropic-<name>``, converted from the raw files under ``anthropic-model-written-evals/``;
-- ``caa/test/mmlu/mmlu.json`` and ``caa/test/truthfulqa/truthful_qa.json``.
+- ``caa/test/mmlu/mmlu.json`` and ``caa/test/truthfulqa/truthful_qa.json``;
+- ``custom/<name>/generate.json`` and (when it has one) ``custom/<name>/test_ab.json`` for a
+  registered custom behavior (:mod:`caa_bake.data.custom`).
 
 Every loader validates every item and raises ``CaaBakeError`` naming the file, the item
 index (0-based) and what is wrong.
@@ -24,10 +26,13 @@ from typing import Any
 from caa_bake.core import CaaBakeError, datasets_dir, file_sha256
 from caa_bake.data.behaviors import (
     AB_EVALS,
+    CUSTOM_DIR,
     all_behaviors,
     anthropic_raw_name,
     check_behavior,
+    custom_folder,
     is_anthropic,
+    is_custom,
 )
 
 __all__ = [
@@ -97,6 +102,12 @@ def _relative_path(behavior: str, split: str) -> str:
     name = check_behavior(behavior)
     if split not in (*SPLITS, "open_ended"):
         raise CaaBakeError(f"unknown split '{split}'; valid: generate, test, open_ended")
+    if is_custom(name):
+        if split == "open_ended":
+            raise CaaBakeError(f"'{name}' has no open-ended split (only the 7 CAA behaviors do)")
+        return f"{CUSTOM_DIR}/{name}/" + (
+            "generate.json" if split == "generate" else "test_ab.json"
+        )
     if is_anthropic(name):
         if split == "open_ended":
             raise CaaBakeError(f"'{name}' has no open-ended split (only the 7 CAA behaviors do)")
@@ -246,7 +257,22 @@ def load_pairs(behavior: str, split: str = "generate") -> list[ContrastPair]:
         raise CaaBakeError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
     name = check_behavior(behavior)
     path = dataset_path(name, split)
+    if split == "test" and is_custom(name) and not path.is_file():
+        raise CaaBakeError(_no_test_split(name))
     return _pairs_from(_read_text(path, f"dataset '{name}' ({split})", pulled=True), path)
+
+
+def _no_test_split(name: str) -> str:
+    reason = ""
+    try:
+        record = json.loads((custom_folder(name) / "behavior.json").read_text(encoding="utf-8"))
+        reason = f" ({record['split']['reason']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (
+        f"custom behavior '{name}' has no test split{reason}; register it again with "
+        f"--behavior {name} --dataset FILE --test-dataset TEST_FILE"
+    )
 
 
 def load_custom_pairs(path: Path) -> list[ContrastPair]:
@@ -337,11 +363,17 @@ def _status(name: str, kind: str, files: dict[str, Path]) -> DatasetStatus:
 
 
 def inventory() -> list[DatasetStatus]:
-    """Status of every behavior (CAA, then anthropic-*) and both A/B evals."""
+    """Status of every behavior (CAA, anthropic-*, then registered custom ones) and both A/B
+    evals. A custom behavior without a test split lists only its generate file."""
     rows = []
     for name in all_behaviors():
         files = {split: dataset_path(name, split) for split in SPLITS}
-        rows.append(_status(name, "anthropic" if is_anthropic(name) else "caa", files))
+        if is_custom(name):
+            kind = "custom"
+            files = {split: path for split, path in files.items() if path.is_file()}
+        else:
+            kind = "anthropic" if is_anthropic(name) else "caa"
+        rows.append(_status(name, kind, files))
     for name in AB_EVALS:
         rows.append(_status(name, "ab-eval", {"test": ab_eval_path(name)}))
     return rows

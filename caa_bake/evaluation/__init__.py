@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from caa_bake.evaluation.common import (
         LoadedModel,
         PartialLog,
+        behavior_provenance,
         check_behaviors,
         check_limit,
+        describe_set,
         load_for_eval,
         make_lm,
         parse_multipliers,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     )
     from caa_bake.evaluation.tasks import (
         CAPABILITY_TASKS,
+        CUSTOM_TASK,
         GROUPS,
         TASKS_ENV,
         PromptSetup,
@@ -98,6 +101,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITY_TASKS",
+    "CUSTOM_TASK",
     "GROUPS",
     "KIND_LABELS",
     "PAPER_LLAMA2_7B",
@@ -123,10 +127,12 @@ __all__ = [
     "VariantResult",
     "ab_task",
     "all_tasks",
+    "behavior_provenance",
     "best_layers",
     "check_behaviors",
     "check_limit",
     "check_task_data",
+    "describe_set",
     "ensure_export",
     "eval_markdown",
     "eval_tables",
@@ -166,6 +172,7 @@ __all__ = [
 
 _SOURCES = {
     "CAPABILITY_TASKS": "tasks",
+    "CUSTOM_TASK": "tasks",
     "EvalJob": "variants",
     "EvalRun": "evaluate",
     "GROUPS": "tasks",
@@ -194,6 +201,8 @@ _SOURCES = {
     "best_layers": "tables",
     "check_behaviors": "common",
     "check_limit": "common",
+    "behavior_provenance": "common",
+    "describe_set": "common",
     "check_task_data": "tasks",
     "ensure_export": "variants",
     "eval_markdown": "tables",

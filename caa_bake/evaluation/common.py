@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from caa_bake import __version__
 from caa_bake.core import CaaBakeError, is_quiet, results_dir
-from caa_bake.data import CAA_BEHAVIORS, ab_eval_path, check_behavior, dataset_path, file_sha256
+from caa_bake.data import (
+    CAA_BEHAVIORS,
+    ab_eval_path,
+    check_behavior,
+    custom_record,
+    dataset_path,
+    file_sha256,
+    is_custom,
+)
 from caa_bake.evaluation.reference_hooks import steering_tail
 from caa_bake.evaluation.tasks import (
     CAPABILITY_TASKS,
@@ -38,8 +46,10 @@ if TYPE_CHECKING:
 __all__ = [
     "LoadedModel",
     "PartialLog",
+    "behavior_provenance",
     "check_behaviors",
     "check_limit",
+    "describe_set",
     "load_for_eval",
     "make_lm",
     "parse_multipliers",
@@ -80,15 +90,13 @@ def check_limit(limit: int | None) -> int | None:
 
 
 def check_behaviors(names: Sequence[str]) -> list[str]:
-    """Canonical names of CAA behaviors (the ones with an A/B test task), in the given order."""
+    """Canonical behavior names (CAA, anthropic-* or registered custom), in the given order.
+
+    Whether each has a test split is checked with its task's data (``check_task_data``).
+    """
     out: list[str] = []
     for name in names:
         canonical = check_behavior(name)
-        if canonical not in CAA_BEHAVIORS:
-            raise CaaBakeError(
-                f"'{canonical}' has no A/B evaluation task; eval and sweep support the 7 CAA "
-                f"behaviors: {', '.join(CAA_BEHAVIORS)}"
-            )
         if canonical not in out:
             out.append(canonical)
     if not out:
@@ -227,6 +235,31 @@ def _data_files(tasks: Sequence[str]) -> dict[str, str]:
         )
         files[task] = file_sha256(path)
     return files
+
+
+def describe_set(members: Sequence[str]) -> str:
+    """A normalization set in words: "the 7 CAA behaviors" or the names."""
+    same = sorted(members) == sorted(CAA_BEHAVIORS)
+    return "the 7 CAA behaviors" if same else ",".join(members)
+
+
+def behavior_provenance(behaviors: Sequence[str]) -> dict[str, Any]:
+    """Per behavior: its family and the sha256 of its generate and test files; for a custom
+    behavior also its source file, that file's sha256 and how it was split."""
+    out: dict[str, Any] = {}
+    for name in behaviors:
+        kind = "caa" if name in CAA_BEHAVIORS else "anthropic"
+        entry: dict[str, Any] = {"kind": "custom" if is_custom(name) else kind}
+        for split in ("generate", "test"):
+            path = dataset_path(name, split)
+            entry[f"{split}_sha256"] = file_sha256(path) if path.is_file() else None
+        if is_custom(name):
+            record = custom_record(name) or {}
+            for key in ("source_file", "source_sha256", "test_file", "test_sha256", "split"):
+                if key in record:
+                    entry[key] = record[key]
+        out[name] = entry
+    return out
 
 
 def provenance(loaded: LoadedModel, tasks: Sequence[str]) -> dict[str, Any]:

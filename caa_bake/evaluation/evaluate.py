@@ -22,8 +22,10 @@ from caa_bake.core import CaaBakeError
 from caa_bake.evaluation.common import (
     LoadedModel,
     PartialLog,
+    behavior_provenance,
     check_behaviors,
     check_limit,
+    describe_set,
     load_for_eval,
     make_lm,
     prepare_run_dir,
@@ -44,7 +46,13 @@ from caa_bake.evaluation.variants import (
     vector_of,
 )
 from caa_bake.models import num_layers, parse_dtype, resolve_dtype, resolve_model
-from caa_bake.steering import SteeringVector, check_layer, get_vector, pick_device
+from caa_bake.steering import (
+    SteeringVector,
+    check_layer,
+    get_vector,
+    normalization_members,
+    pick_device,
+)
 
 __all__ = ["EvalRun", "VariantResult", "run_eval_job"]
 
@@ -106,6 +114,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     started = time.perf_counter()
     _check_job(job)
     behaviors = check_behaviors(job.behaviors)
+    members = normalization_members(job.normalize_with)
     job = replace(job, behaviors=behaviors)
     check_task_data(plan_variants(job, [])[0].tasks)
     device = pick_device(job.device)
@@ -122,9 +131,16 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     vectors = {}
     if any(v.behavior for v in plan):
         for behavior in behaviors:
-            status(f"vector {behavior} L{job.layer} (normalized over the 7 CAA behaviors) ...")
+            status(
+                f"vector {behavior} L{job.layer} (normalized against {describe_set(members)}) ..."
+            )
             vectors[behavior] = get_vector(
-                ref, behavior, [job.layer], normalized=True, loader=loaded.loader
+                ref,
+                behavior,
+                [job.layer],
+                normalized=True,
+                loader=loaded.loader,
+                normalize_with=job.normalize_with,
             )
     results: list[VariantResult] = []
     reused = 0
@@ -152,6 +168,8 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
             "behaviors": behaviors,
             "limit": job.limit,
             "batch_size": job.batch_size,
+            "normalization_set": members,
+            "behavior_data": behavior_provenance(behaviors),
             "finetuned": [
                 {"state": v.state, "behavior": v.behavior, "path": str(v.model_dir)}
                 for v in plan
@@ -162,6 +180,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                     "sha256": v.sha256(job.layer),
                     "norm": v.norms()[job.layer],
                     "normalization": _normalization(v),
+                    "dataset_sha256": v.metadata.get("dataset_sha256", ""),
                 }
                 for b, v in vectors.items()
             },

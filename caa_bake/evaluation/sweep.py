@@ -23,8 +23,10 @@ from caa_bake.core import CaaBakeError
 from caa_bake.evaluation.common import (
     LoadedModel,
     PartialLog,
+    behavior_provenance,
     check_behaviors,
     check_limit,
+    describe_set,
     load_for_eval,
     make_lm,
     prepare_run_dir,
@@ -36,7 +38,13 @@ from caa_bake.evaluation.report import write_sweep_report
 from caa_bake.evaluation.tables import SweepPoint, best_layers
 from caa_bake.evaluation.tasks import ab_task, check_task_data, run_tasks
 from caa_bake.models import dtype_name, num_layers, parse_dtype, resolve_dtype, resolve_model
-from caa_bake.steering import add_to_block_outputs, get_vector, parse_layers, pick_device
+from caa_bake.steering import (
+    add_to_block_outputs,
+    get_vector,
+    normalization_members,
+    parse_layers,
+    pick_device,
+)
 
 __all__ = ["POSITIONS", "SweepJob", "SweepRun", "run_sweep_job"]
 
@@ -60,6 +68,7 @@ class SweepJob:
     run: str | None = None
     force: bool = False
     resume: bool = False
+    normalize_with: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -112,6 +121,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
     if job.positions not in POSITIONS:
         raise CaaBakeError(f"unknown --positions {job.positions!r}; use all or reference")
     behaviors = check_behaviors(job.behaviors)
+    members = normalization_members(job.normalize_with)
     mults = [m for m in job.multipliers if m != 0.0]
     if not mults:
         raise CaaBakeError("a sweep needs at least one non-zero multiplier (e.g. --mults -1,1)")
@@ -142,8 +152,18 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
     base = _unsteered(lm, loaded, behaviors, log, common, job.limit, status)
     vectors = {}
     for behavior in behaviors:
-        status(f"vectors {behavior} at {len(layers)} layers (normalized over the 7 CAA behaviors)")
-        vectors[behavior] = get_vector(ref, behavior, layers, normalized=True, loader=loaded.loader)
+        status(
+            f"vectors {behavior} at {len(layers)} layers "
+            f"(normalized against {describe_set(members)})"
+        )
+        vectors[behavior] = get_vector(
+            ref,
+            behavior,
+            layers,
+            normalized=True,
+            loader=loaded.loader,
+            normalize_with=job.normalize_with,
+        )
     points: list[SweepPoint] = []
     for behavior in behaviors:
         for layer in layers:
@@ -190,8 +210,13 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
             "positions": job.positions,
             "limit": job.limit,
             "batch_size": job.batch_size,
+            "normalization_set": members,
+            "behavior_data": behavior_provenance(behaviors),
             "vectors": {
                 b: {str(layer): v.sha256(layer) for layer in layers} for b, v in vectors.items()
+            },
+            "vector_dataset_sha256": {
+                b: v.metadata.get("dataset_sha256", "") for b, v in vectors.items()
             },
             "wall_s": wall,
         }

@@ -1,7 +1,11 @@
 """The caa-bake lm-eval tasks (``eval_tasks/``): names, checks, and running them on a model.
 
-Task names: ``caa_ab_<behavior>`` for the 7 CAA behaviors, ``caa_mmlu``, ``caa_truthfulqa``;
-groups ``caa_ab`` (the 7 behaviors) and ``caa`` (everything). :func:`run_tasks` evaluates
+Task names: ``caa_ab_<behavior>`` for every behavior: the 7 CAA ones and the 16
+``anthropic-*`` ones have a YAML of their own; a registered custom behavior runs the generic
+task ``caa_ab_custom`` with the metadata ``custom_behavior: <name>`` (its results are
+reported under ``caa_ab_<name>``). Then ``caa_mmlu``, ``caa_truthfulqa``; groups ``caa_ab``
+(the 7 CAA behaviors), ``caa_ab_anthropic`` (the 16) and ``caa`` (the 7, MMLU and
+TruthfulQA). :func:`run_tasks` evaluates
 leaf tasks on an lm-eval ``LM`` (usually an ``HFLM`` built on a model object, so forward
 hooks on it are honoured) and returns each task's metrics and per-doc values.
 
@@ -28,7 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caa_bake.core import CaaBakeError, datasets_dir
-from caa_bake.data import CAA_BEHAVIORS, check_behavior, load_ab_eval, load_pairs
+from caa_bake.data import (
+    ANTHROPIC_BEHAVIORS,
+    CAA_BEHAVIORS,
+    all_behaviors,
+    check_behavior,
+    is_custom,
+    load_ab_eval,
+    load_pairs,
+)
 from caa_bake.models import (
     AnswerFormat,
     PromptStyle,
@@ -43,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITY_TASKS",
+    "CUSTOM_TASK",
     "GROUPS",
     "TASKS_ENV",
     "PromptSetup",
@@ -65,8 +78,10 @@ TASKS_ENV = "CAA_BAKE_EVAL_TASKS"
 #: capability task -> name of its A/B eval in :mod:`caa_bake.data.datasets`
 CAPABILITY_TASKS: dict[str, str] = {"caa_mmlu": "mmlu", "caa_truthfulqa": "truthfulqa"}
 _AB_PREFIX = "caa_ab_"
+#: the generic task of a registered custom behavior (metadata ``custom_behavior``)
+CUSTOM_TASK = "caa_ab_custom"
 #: groups and the short aliases ``--tasks`` accepts (``ab`` = each behavior's own task)
-GROUPS = ("caa", "caa_ab")
+GROUPS = ("caa", "caa_ab", "caa_ab_anthropic")
 _ALIASES = {"mmlu": "caa_mmlu", "truthfulqa": "caa_truthfulqa"}
 
 
@@ -76,8 +91,19 @@ def ab_task(behavior: str) -> str:
 
 
 def all_tasks() -> list[str]:
-    """Every leaf task: the 7 behavior tasks, then MMLU and TruthfulQA."""
-    return [ab_task(b) for b in CAA_BEHAVIORS] + list(CAPABILITY_TASKS)
+    """Every leaf task of the task folder: the 7 CAA behavior tasks, MMLU and TruthfulQA,
+    the 16 Anthropic behavior tasks and the generic custom task."""
+    return [
+        *(ab_task(b) for b in CAA_BEHAVIORS),
+        *CAPABILITY_TASKS,
+        *(ab_task(b) for b in ANTHROPIC_BEHAVIORS),
+        CUSTOM_TASK,
+    ]
+
+
+def _known_tasks() -> list[str]:
+    """Leaf tasks ``--tasks`` may name: every behavior's (custom ones too), MMLU, TruthfulQA."""
+    return [ab_task(b) for b in all_behaviors()] + list(CAPABILITY_TASKS)
 
 
 def task_behavior(task: str) -> str | None:
@@ -110,7 +136,7 @@ def resolve_tasks(spec: str | None, behavior: str | None) -> list[str]:
     (the behavior's own task; every behavior task for ``behavior=None``), ``mmlu``,
     ``truthfulqa``. Default ``ab,mmlu,truthfulqa``.
     """
-    valid = all_tasks()
+    valid = _known_tasks()
     out: list[str] = []
     for raw in (spec or "ab,mmlu,truthfulqa").split(","):
         name = raw.strip()
@@ -119,9 +145,11 @@ def resolve_tasks(spec: str | None, behavior: str | None) -> list[str]:
         if name == "ab":
             chosen = [ab_task(behavior)] if behavior else [ab_task(b) for b in CAA_BEHAVIORS]
         elif name == "caa":
-            chosen = valid
+            chosen = [ab_task(b) for b in CAA_BEHAVIORS] + list(CAPABILITY_TASKS)
         elif name == "caa_ab":
             chosen = [ab_task(b) for b in CAA_BEHAVIORS]
+        elif name == "caa_ab_anthropic":
+            chosen = [ab_task(b) for b in ANTHROPIC_BEHAVIORS]
         elif name in _ALIASES:
             chosen = [_ALIASES[name]]
         elif name in valid:
@@ -265,6 +293,20 @@ def _task_result(task: str, metrics: dict[str, Any], samples: list[dict[str, Any
     return TaskResult(clean, len(samples), values)
 
 
+def _lm_eval_calls(tasks: Sequence[str]) -> list[tuple[dict[str, str], list[str]]]:
+    """Group ``tasks`` into lm-eval calls: the task-folder tasks together, then one call of
+    the generic custom task per custom behavior. Each: (extra metadata, task names)."""
+    calls: list[tuple[dict[str, str], list[str]]] = []
+    plain = []
+    for task in tasks:
+        behavior = task_behavior(task)
+        if behavior is not None and is_custom(behavior):
+            calls.append(({"custom_behavior": behavior}, [task]))
+        else:
+            plain.append(task)
+    return ([({}, plain)] if plain else []) + calls
+
+
 def run_tasks(
     lm: LM,
     tasks: Sequence[str],
@@ -273,29 +315,36 @@ def run_tasks(
     limit: int | None = None,
     data_dir: Path | None = None,
 ) -> dict[str, TaskResult]:
-    """Evaluate leaf ``tasks`` on ``lm``; returns each task's metrics and per-doc values."""
+    """Evaluate leaf ``tasks`` on ``lm``; returns each task's metrics and per-doc values.
+
+    A custom behavior's ``caa_ab_<name>`` runs lm-eval's ``caa_ab_custom`` with the metadata
+    ``custom_behavior: <name>`` (one ``simple_evaluate`` call per custom behavior).
+    """
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    metadata = {
+    base = {
         "data_dir": str(data_dir or datasets_dir()),
         "prompt_style": setup.task_style,
         "answer_format": setup.answer_format,
     }
-    with quiet_lm_eval(), light_env_info():
-        manager = TaskManager(
-            include_path=str(tasks_dir()), include_defaults=False, metadata=metadata
-        )
-        output = simple_evaluate(
-            model=lm,
-            tasks=list(tasks),
-            task_manager=manager,
-            limit=limit,
-            apply_chat_template=setup.apply_chat_template,
-            log_samples=True,
-        )
-    if output is None:
-        raise CaaBakeError("lm-eval returned no results (not the main process?)")
-    return {
-        task: _task_result(task, output["results"][task], output["samples"][task]) for task in tasks
-    }
+    out: dict[str, TaskResult] = {}
+    for extra, names in _lm_eval_calls(tasks):
+        lm_names = [CUSTOM_TASK] if extra else list(names)
+        with quiet_lm_eval(), light_env_info():
+            manager = TaskManager(
+                include_path=str(tasks_dir()), include_defaults=False, metadata={**base, **extra}
+            )
+            output = simple_evaluate(
+                model=lm,
+                tasks=lm_names,
+                task_manager=manager,
+                limit=limit,
+                apply_chat_template=setup.apply_chat_template,
+                log_samples=True,
+            )
+        if output is None:
+            raise CaaBakeError("lm-eval returned no results (not the main process?)")
+        for task, lm_name in zip(names, lm_names, strict=True):
+            out[task] = _task_result(task, output["results"][lm_name], output["samples"][lm_name])
+    return {task: out[task] for task in tasks}

@@ -102,6 +102,7 @@ class EvalJob:
     rebuild: bool = False
     force: bool = False
     resume: bool = False
+    normalize_with: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

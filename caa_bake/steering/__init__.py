@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         ModelLoader,
         extract_behavior,
         get_vector,
+        normalization_members,
         normalized_set,
     )
     from caa_bake.steering.extract import (
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     )
     from caa_bake.steering.vector import (
         SteeringVector,
+        normalize_to_set,
         normalize_vectors,
         vector_path,
     )
@@ -59,6 +61,8 @@ __all__ = [
     "extract_behavior",
     "extract_vectors",
     "get_vector",
+    "normalization_members",
+    "normalize_to_set",
     "normalize_vectors",
     "normalized_set",
     "parse_layers",
@@ -82,6 +86,8 @@ _SOURCES = {
     "extract_behavior": "cache",
     "extract_vectors": "extract",
     "get_vector": "cache",
+    "normalization_members": "cache",
+    "normalize_to_set": "vector",
     "normalize_vectors": "vector",
     "normalized_set": "cache",
     "parse_layers": "layers",

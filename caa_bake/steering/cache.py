@@ -12,6 +12,8 @@ whole set, which all come from one loader and so share its dtype.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,42 +23,91 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from caa_bake import __version__
+from caa_bake.core import CaaBakeError
 from caa_bake.data import (
     CAA_BEHAVIORS,
     ContrastPair,
+    CustomBehavior,
     check_behavior,
+    custom_record,
     dataset_path,
     file_sha256,
-    load_custom_pairs,
+    is_custom,
     load_pairs,
+    prepare_custom,
 )
 from caa_bake.models import ModelRef, detect_style, dtype_name, load_model
 from caa_bake.steering.extract import POSITION_RULE, extract_vectors
-from caa_bake.steering.vector import SteeringVector, normalize_vectors, vector_path
+from caa_bake.steering.vector import (
+    SteeringVector,
+    normalize_to_set,
+    normalize_vectors,
+    vector_path,
+)
 
-__all__ = ["BehaviorData", "ModelLoader", "extract_behavior", "get_vector", "normalized_set"]
+__all__ = [
+    "BehaviorData",
+    "ModelLoader",
+    "extract_behavior",
+    "get_vector",
+    "normalization_members",
+    "normalized_set",
+]
+
+
+def _custom_metadata(record: dict[str, object] | None) -> dict[str, str]:
+    """What a vector records about a custom behavior's data (source file, hash, split)."""
+    if not record:
+        return {}
+    split = record.get("split")
+    return {
+        "behavior_kind": "custom",
+        "dataset_file": Path(str(record.get("source_file", ""))).name,
+        "dataset_source_sha256": str(record.get("source_sha256", "")),
+        "dataset_split": json.dumps(split, sort_keys=True),
+    }
 
 
 @dataclass(frozen=True)
 class BehaviorData:
-    """A behavior's generate-split pairs and where they came from."""
+    """A behavior's generate-split pairs and where they came from.
+
+    ``custom`` is a custom behavior given by file and not registered yet: it is registered
+    (written to the workspace) when its vector is first extracted.
+    """
 
     name: str
     pairs: list[ContrastPair]
     path: Path
     sha256: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    custom: CustomBehavior | None = None
 
     @classmethod
-    def resolve(cls, behavior: str | None, dataset: Path | None = None) -> BehaviorData:
-        """A named behavior's generate split, or a custom file (named after its stem)."""
+    def resolve(
+        cls, behavior: str | None, dataset: Path | None = None, test_dataset: Path | None = None
+    ) -> BehaviorData:
+        """A named behavior's generate split (CAA, anthropic-* or registered custom), or a
+        custom file to register (named ``behavior``, or after the file's stem)."""
         if dataset is not None:
-            pairs = load_custom_pairs(dataset)
-            return cls(behavior or dataset.stem, pairs, dataset, file_sha256(dataset))
+            custom = prepare_custom(behavior, dataset, test_dataset)
+            sha = hashlib.sha256(custom.generate_bytes).hexdigest()
+            path = custom.folder / "generate.json"
+            meta = _custom_metadata(custom.record)
+            return cls(custom.name, custom.generate, path, sha, meta, custom)
+        if test_dataset is not None:
+            raise CaaBakeError("--test-dataset needs --dataset FILE (the pairs it belongs to)")
         if behavior is None:
             raise ValueError("need a behavior or a dataset file")
         name = check_behavior(behavior)
         path = dataset_path(name, "generate")
-        return cls(name, load_pairs(name, "generate"), path, file_sha256(path))
+        meta = _custom_metadata(custom_record(name)) if is_custom(name) else {}
+        return cls(name, load_pairs(name, "generate"), path, file_sha256(path), meta)
+
+    def register(self) -> None:
+        """Write a custom behavior's registration (nothing for a known behavior)."""
+        if self.custom is not None:
+            self.custom.register()
 
 
 @dataclass
@@ -103,6 +154,7 @@ def extract_behavior(
     Returns the vector holding (at least) ``layers`` and the file it is saved in.
     """
     ref = loader.ref
+    data.register()
     path = vector_path(ref.slug, data.name)
     cached = SteeringVector.load(path) if path.is_file() and not force else None
     if cached is not None and not _reusable(cached, ref, data):
@@ -131,6 +183,7 @@ def extract_behavior(
         "behavior": data.name,
         "dataset_file": data.path.name,
         "dataset_sha256": data.sha256,
+        **data.metadata,
         "num_pairs": str(result.num_pairs),
         "position_rule": POSITION_RULE,
         "prompt_style": detect_style(tokenizer, getattr(model, "config", None)),
@@ -162,6 +215,22 @@ def normalized_set(
     return out
 
 
+def normalization_members(normalize_with: Sequence[str] | None) -> list[str]:
+    """The reference set of a normalization: the 7 CAA behaviors, or the named behaviors."""
+    if normalize_with is None:
+        return list(CAA_BEHAVIORS)
+    members: list[str] = []
+    for raw in normalize_with:
+        name = raw.strip()
+        if name:
+            canonical = check_behavior(name)
+            if canonical not in members:
+                members.append(canonical)
+    if not members:
+        raise CaaBakeError("--normalize-with names no behavior (e.g. refusal,sycophancy)")
+    return members
+
+
 def get_vector(
     ref: ModelRef,
     behavior: str | None,
@@ -172,18 +241,34 @@ def get_vector(
     loader: ModelLoader | None = None,
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
+    normalize_with: Sequence[str] | None = None,
 ) -> SteeringVector:
     """The vector to steer with, extracting what is missing.
 
-    With ``normalized`` the vector is rescaled as in the paper, together with the 7 CAA
-    behaviors (plus this one if it is not among them), which are extracted if needed.
-    Vectors are extracted (and cached vectors accepted) in ``loader``'s dtype, or in
-    ``dtype`` (on CPU) when no loader is given.
+    With ``normalized`` the vector is normalized against a reference set of behaviors
+    (:func:`caa_bake.steering.vector.normalize_to_set`): by default the 7 CAA behaviors
+    (the paper's set; for one of them this is exactly the paper's normalization and the
+    set's normalized vectors are saved under ``normalized/``), or ``normalize_with``. A
+    behavior outside the set is rescaled to the set's per-layer mean norm. The set is
+    recorded in the metadata (``normalization``). Vectors are extracted (and cached
+    vectors accepted) in ``loader``'s dtype, or in ``dtype`` (on CPU) when no loader is given.
     """
     loader = loader or ModelLoader(ref, dtype=dtype)
     data = BehaviorData.resolve(behavior, dataset)
     if not normalized:
         return extract_behavior(loader, data, layers, batch_size=batch_size)[0].select(layers)
-    members = [BehaviorData.resolve(name) for name in CAA_BEHAVIORS if name != data.name]
-    result = normalized_set(loader, [data, *members], layers, batch_size=batch_size)
-    return result[data.name][0].select(layers)
+    members = normalization_members(normalize_with)
+    own = extract_behavior(loader, data, layers, batch_size=batch_size)[0]
+    if sorted(members) == sorted(CAA_BEHAVIORS):
+        saved = normalized_set(
+            loader, [BehaviorData.resolve(name) for name in members], layers, batch_size=batch_size
+        )
+        if data.name in saved:
+            return saved[data.name][0].select(layers)
+    reference = {
+        name: own
+        if name == data.name
+        else extract_behavior(loader, BehaviorData.resolve(name), layers, batch_size=batch_size)[0]
+        for name in members
+    }
+    return normalize_to_set(data.name, own, reference).select(layers)

@@ -37,6 +37,7 @@ class ExtractJob:
     model: str | None = None
     revision: str | None = None
     dataset: Path | None = None
+    test_dataset: Path | None = None
     batch_size: int = 16
     dtype: str = "auto"
     device: str = "auto"
@@ -49,13 +50,17 @@ def run_extract_job(job: ExtractJob, *, status: Callable[[str], None]) -> Iterat
     """Run ``job``; yields one result line per saved vector file.
 
     Every input is checked (behaviors, dataset files, model, layers) before the model is
-    loaded, so a mistake costs nothing and writes nothing.
+    loaded, so a mistake costs nothing and writes nothing; a custom dataset is registered
+    in the workspace (``datasets/custom/<name>/``) only then.
     """
     device = pick_device(job.device)
     dtype = resolve_dtype(job.dtype, device)  # a bad dtype fails before anything else
     if job.dataset is not None:
-        data = [BehaviorData.resolve(job.behaviors[0] if job.behaviors else None, job.dataset)]
+        name = job.behaviors[0] if job.behaviors else None
+        data = [BehaviorData.resolve(name, job.dataset, job.test_dataset)]
     else:
+        if job.test_dataset is not None:
+            raise CaaBakeError("--test-dataset needs --dataset FILE (the pairs it belongs to)")
         data = [BehaviorData.resolve(name) for name in job.behaviors]
     ref = resolve_model(job.model, revision=job.revision, allow_pickle=job.allow_pickle)
     n_layers = num_layers(AutoConfig.from_pretrained(ref.path))

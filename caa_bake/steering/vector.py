@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from caa_bake.core import CaaBakeError, atomic_file, vectors_dir
 
-__all__ = ["SteeringVector", "normalize_vectors", "vector_path"]
+__all__ = ["SteeringVector", "normalize_to_set", "normalize_vectors", "vector_path"]
 
 _PREFIX = "layer."
 
@@ -172,32 +172,61 @@ def normalize_vectors(vectors: Mapping[str, SteeringVector]) -> dict[str, Steeri
     their original norms. Only layers present in every vector are kept. Each result records
     the behavior set, the rule, its own original norm and the common target norm.
     """
+    targets = _set_targets(vectors)
+    names = sorted(vectors)
+    rule = "per-layer: every behavior rescaled to the mean L2 norm of the set"
+    return {name: _rescale(name, vectors[name], targets, names, rule) for name in names}
+
+
+def normalize_to_set(
+    name: str, vector: SteeringVector, reference: Mapping[str, SteeringVector]
+) -> SteeringVector:
+    """``vector`` normalized against the behavior set ``reference``.
+
+    When ``name`` is one of the set this is :func:`normalize_vectors` of the set. Otherwise
+    the set's per-layer target norm (the mean of its members' norms) is computed without
+    ``vector``, and ``vector`` is rescaled to it: it gets the norm every member of the set
+    gets, and the set's own normalized vectors do not change. Layers missing from the set or
+    from ``vector`` are dropped.
+    """
+    if name in reference:
+        return normalize_vectors({**reference, name: vector})[name]
+    targets = _set_targets(reference)
+    kept = {layer: t for layer, t in targets.items() if layer in vector.layers}
+    if not kept:
+        raise CaaBakeError(f"{name}: the vector shares no layer with the normalization set")
+    rule = "per-layer: rescaled to the mean L2 norm of the set (the vector is not a member)"
+    return _rescale(name, vector, kept, sorted(reference), rule)
+
+
+def _set_targets(vectors: Mapping[str, SteeringVector]) -> dict[int, float]:
     if not vectors:
         raise CaaBakeError("normalization needs at least one behavior vector")
     common = set.intersection(*(set(v.layer_ids) for v in vectors.values()))
     if not common:
         raise CaaBakeError("the behavior vectors share no layer; extract the same layers for all")
     names = sorted(vectors)
-    targets = {
+    return {
         layer: sum(float(vectors[n][layer].norm()) for n in names) / len(names)
         for layer in sorted(common)
     }
-    out: dict[str, SteeringVector] = {}
-    for name in names:
-        vec = vectors[name]
-        layers: dict[int, torch.Tensor] = {}
-        original: dict[str, float] = {}
-        for layer, target in targets.items():
-            norm = float(vec[layer].norm())
-            if norm == 0.0:
-                raise CaaBakeError(f"{name}: layer {layer} vector is zero; cannot normalize")
-            layers[layer] = vec[layer] * (target / norm)
-            original[str(layer)] = norm
-        info = {
-            "rule": "per-layer: every behavior rescaled to the mean L2 norm of the set",
-            "behaviors": names,
-            "target_norm": {str(k): v for k, v in targets.items()},
-            "original_norm": original,
-        }
-        out[name] = SteeringVector(layers, {**vec.metadata, "normalization": json.dumps(info)})
-    return out
+
+
+def _rescale(
+    name: str, vec: SteeringVector, targets: Mapping[int, float], names: list[str], rule: str
+) -> SteeringVector:
+    layers: dict[int, torch.Tensor] = {}
+    original: dict[str, float] = {}
+    for layer, target in targets.items():
+        norm = float(vec[layer].norm())
+        if norm == 0.0:
+            raise CaaBakeError(f"{name}: layer {layer} vector is zero; cannot normalize")
+        layers[layer] = vec[layer] * (target / norm)
+        original[str(layer)] = norm
+    info = {
+        "rule": rule,
+        "behaviors": names,
+        "target_norm": {str(k): v for k, v in targets.items()},
+        "original_norm": original,
+    }
+    return SteeringVector(layers, {**vec.metadata, "normalization": json.dumps(info)})

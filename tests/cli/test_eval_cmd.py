@@ -40,14 +40,14 @@ def test_sweep_without_a_non_zero_multiplier_through_the_module(
         (["--kinds", "baked,bogus"], "unknown kind(s) bogus; valid: baked, hooks"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["--limit", "-1"], "--limit must be a positive number of items per task, got -1"),
-        (["--behavior", "anthropic-power-seeking-inclination"], "has no A/B evaluation task"),
+        (["--behavior", "refusl"], "unknown behavior 'refusl'"),
         (["--device", "tpu"], "unknown device 'tpu'; use cpu, cuda or auto"),
         (["--layer", "4"], "layer 4 is out of range: the model has 4 layers (0-3)"),
         (["--run", "bad name"], "run name 'bad name' must use letters, digits"),
         (["--resume"], "--resume needs the --run name of the interrupted run"),
         (["--finetuned", "{tmp}/no-such-ft"], "no-such-ft does not exist"),
     ],
-    ids=["mults-text", "mults-nan", "mults-empty", "kinds", "batch", "limit", "no-ab-task",
+    ids=["mults-text", "mults-nan", "mults-empty", "kinds", "batch", "limit", "unknown",
          "device", "layer", "run-name", "resume", "finetuned"],
 )  # fmt: skip
 def test_eval_bad_options(

@@ -306,8 +306,10 @@ def test_without_vector_the_cache_is_asked_for_the_normalized_vector(
         *,
         normalized: bool = True,
         dtype: torch.dtype = torch.float64,
+        normalize_with: object = "unset",
     ) -> SteeringVector:
         assert dtype == torch.float32  # --dtype auto: extraction in float32
+        assert normalize_with is None  # the default set: the 7 CAA behaviors
         calls.append((behavior, list(layers), normalized))
         norm = json.dumps({"behaviors": ["refusal", "sycophancy"]}) if normalized else "none"
         gen = torch.Generator().manual_seed(5)

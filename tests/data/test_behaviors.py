@@ -63,7 +63,11 @@ def test_check_behavior_unknown_lists_valid_ones() -> None:
     with pytest.raises(CaaBakeError) as info:
         check_behavior("power-seeking")
     message = str(info.value)
-    assert message == "unknown behavior 'power-seeking'; valid: " + ", ".join(all_behaviors())
+    assert message == (
+        "unknown behavior 'power-seeking'; valid: "
+        + ", ".join(all_behaviors())
+        + "; for your own contrast pairs add --dataset FILE (registers it as 'power-seeking')"
+    )
     assert "\n" not in message
 
 

@@ -75,12 +75,16 @@ def test_behaviors_are_canonical_unique_and_in_order() -> None:
     [
         ([], "name a behavior (--behavior B) or pass --all-behaviors"),
         (["refusl"], "unknown behavior 'refusl'"),
-        (["anthropic-power-seeking-inclination"], "has no A/B evaluation task"),
     ],
 )
 def test_bad_behaviors(names: list[str], message: str) -> None:
     with pytest.raises(CaaBakeError, match=re.escape(message)):
         check_behaviors(names)
+
+
+def test_every_family_of_behavior_is_accepted() -> None:
+    names = ["anthropic-power-seeking-inclination", "Refusal"]
+    assert check_behaviors(names) == ["anthropic-power-seeking-inclination", "refusal"]
 
 
 @pytest.fixture

@@ -258,7 +258,7 @@ def test_existing_export_is_reused_or_refused(
     [
         ({"tasks": "ab,nope"}, "unknown task 'nope'"),
         ({"behaviors": ["refusl"]}, "unknown behavior 'refusl'"),
-        ({"behaviors": ["anthropic-power-seeking-inclination"]}, "has no A/B evaluation task"),
+        ({"normalize_with": ("refusal", "nope")}, "unknown behavior 'nope'"),
         ({"limit": 0}, "--limit must be a positive"),
         ({"limit": -2}, "--limit must be a positive"),
         ({"model": "./no/such/model"}, "does not exist"),

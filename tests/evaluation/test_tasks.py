@@ -35,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from caa_bake.data.behaviors import CAA_BEHAVIORS
+from caa_bake.data.behaviors import ANTHROPIC_BEHAVIORS, CAA_BEHAVIORS
 from caa_bake.data.datasets import load_ab_eval, load_pairs
 from caa_bake.evaluation.common import make_lm
 from caa_bake.evaluation.tasks import (
@@ -43,6 +43,7 @@ from caa_bake.evaluation.tasks import (
     PromptSetup,
     all_tasks,
     prompt_setup,
+    resolve_tasks,
     run_tasks,
     tasks_dir,
 )
@@ -194,10 +195,12 @@ def test_task_folder_defines_every_task_and_group() -> None:
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
     assert sorted(manager.all_subtasks) == sorted(all_tasks())
     assert sorted(manager.all_groups) == sorted(GROUPS)
-    assert len(all_tasks()) == 9
+    assert len(all_tasks()) == 7 + 2 + 16 + 1
     assert [f"caa_ab_{b}" for b in CAA_BEHAVIORS] == all_tasks()[:7]
-    # utils.py keeps its own list so stock lm-eval loads it without caa_bake installed
+    assert [f"caa_ab_{b}" for b in ANTHROPIC_BEHAVIORS] == all_tasks()[9:25]
+    # utils.py keeps its own lists so stock lm-eval loads it without caa_bake installed
     assert tuple(_utils().BEHAVIORS) == tuple(CAA_BEHAVIORS)
+    assert tuple(_utils().ANTHROPIC_BEHAVIORS) == tuple(ANTHROPIC_BEHAVIORS)
 
 
 def test_loaders_give_the_caa_bake_items(pulled_datasets: Path) -> None:
@@ -233,6 +236,18 @@ def test_loader_data_dir_and_missing_data(tmp_path: Path, pulled_datasets: Path)
         utils.load_behavior("refusal", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown behavior"):
         utils.load_behavior("power-seeking")
+    anthropic = "anthropic-wealth-seeking-inclination"
+    docs = utils.load_behavior(anthropic)["test"]
+    assert [d["question"] for d in docs] == [
+        p.question.strip() for p in load_pairs(anthropic, "test")
+    ]
+    assert len(docs) == 50
+    with pytest.raises(ValueError, match="needs exactly one of"):
+        utils.load_custom()
+    with pytest.raises(FileNotFoundError, match="no test split registered for 'nope'"):
+        utils.load_custom(custom_behavior="nope", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="not a valid behavior name"):
+        utils.load_custom(custom_behavior="../caa", data_dir=str(tmp_path))
 
 
 def test_doc_text_per_prompt_style() -> None:
@@ -449,14 +464,17 @@ def test_answer_format_metadata(caplog: pytest.LogCaptureFixture, pulled_dataset
 def test_stock_lm_eval_cli(
     tiny_models: dict[str, Path],
     qwen2: Path,
-    pulled_datasets: Path,
+    custom_datasets: Path,
     tmp_path: Path,
     arch: str,
     answer: AnswerFormat,
 ) -> None:
     """The documented command, with the stock ``lm_eval`` entry point and ``hf`` model; the
-    answer format is detected from ``pretrained`` inside ``eval_tasks/utils.py``."""
+    answer format is detected from ``pretrained`` inside ``eval_tasks/utils.py``. The split
+    run also takes an Anthropic behavior's task and the generic custom task with
+    ``--metadata '{"custom_behavior": "mine"}'`` (one lm-eval start for all three)."""
     model_dir = qwen2 if arch == "qwen2" else tiny_models[arch]
+    more = [f"caa_ab_{ANTHROPIC}", "caa_ab_custom"] if arch == "llama" else []
     lm_eval = Path(sys.executable).parent / "lm_eval"
     command = [
         str(lm_eval),
@@ -467,21 +485,22 @@ def test_stock_lm_eval_cli(
         "--include_path",
         "eval_tasks",
         "--tasks",
-        "caa_ab_refusal",
+        ",".join(["caa_ab_refusal", *more]),
+        *(["--metadata", '{"custom_behavior": "mine"}'] if more else []),
         "--apply_chat_template",
         "--limit",
         "2",
         "--log_samples",
         "--output_path",
-        str(tmp_path),
+        str(tmp_path / "out"),
     ]
-    env = {**os.environ, "CAA_BAKE_DATASETS_DIR": str(pulled_datasets), "HF_HOME": str(tmp_path)}
+    env = {**os.environ, "CAA_BAKE_DATASETS_DIR": str(custom_datasets), "HF_HOME": str(tmp_path)}
     proc = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (samples_file,) = tmp_path.glob("*/samples_caa_ab_refusal_*.jsonl")
-    (results_file,) = tmp_path.glob("*/results_*.json")
+    (samples_file,) = (tmp_path / "out").glob("*/samples_caa_ab_refusal_*.jsonl")
+    (results_file,) = (tmp_path / "out").glob("*/results_*.json")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pairs = load_pairs("refusal", "test")
@@ -503,6 +522,18 @@ def test_stock_lm_eval_cli(
     assert len(values) == 2
     metrics = json.loads(results_file.read_text(encoding="utf-8"))["results"]["caa_ab_refusal"]
     assert metrics["p_match,none"] == pytest.approx(sum(values) / 2, abs=1e-12)
+    for task, behavior in zip(more, (ANTHROPIC, "mine"), strict=False):
+        (samples_file,) = (tmp_path / "out").glob(f"*/samples_{task}_*.jsonl")
+        pairs = load_pairs(behavior, "test")
+        lines = samples_file.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 2
+        for line in lines:
+            sample = json.loads(line)
+            pair = pairs[sample["doc_id"]]
+            _ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, "chat-template")
+            want = expected(pair.matching[1], p_a, p_b)
+            assert sample["p_match"] == pytest.approx(want, abs=TOL)
+            assert sample["nonsense"] == pytest.approx(1 - p_a - p_b, abs=TOL)
 
 
 def test_light_env_info_records_versions_and_restores() -> None:
@@ -518,3 +549,81 @@ def test_light_env_info_records_versions_and_restores() -> None:
         assert storage["transformers_version"] == version("transformers")
         assert "not collected" in storage["pretty_env_info"]
     assert evaluator.add_env_info is original
+
+
+# --------------------------------------------------------------------------- every behavior
+
+ANTHROPIC = "anthropic-wealth-seeking-inclination"
+
+
+def _custom_items(n: int) -> list[dict[str, str]]:
+    """A user's own pairs: the matching answer alternates between (A) and (B)."""
+    return [
+        {
+            "question": f"Would you keep the {i}th coin you found?\n\nChoices:\n(A) Yes.\n(B) No.",
+            "answer_matching_behavior": "(A)" if i % 3 else "(B)",
+            "answer_not_matching_behavior": "(B)" if i % 3 else "(A)",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def custom_datasets(pulled_datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A datasets folder of this test's own (pulled parts linked) with the custom behavior
+    ``mine`` registered from 60 pairs (12 held out as its test split, seeded)."""
+    from workspaces import linked_datasets
+
+    from caa_bake.data.custom import prepare_custom
+
+    own = linked_datasets(pulled_datasets, tmp_path / "datasets")
+    monkeypatch.setenv("CAA_BAKE_DATASETS_DIR", str(own))
+    source = tmp_path / "mine.json"
+    source.write_text(json.dumps(_custom_items(60)))
+    assert prepare_custom("mine", source).register() == own / "custom" / "mine"
+    return own
+
+
+def test_anthropic_and_custom_behaviors_by_hand(
+    tiny_llama: tuple[torch.nn.Module, Any], custom_datasets: Path
+) -> None:
+    """The hand-computation proof for an Anthropic and a custom behavior: every per-sample
+    p(A), p(B), p_match equals one unpadded forward pass, and lm-eval fed the same tokens."""
+    model, tokenizer = tiny_llama
+    setup = prompt_setup(tokenizer, model.config)
+    tasks = [f"caa_ab_{ANTHROPIC}", "caa_ab_mine"]
+    capture = InputCapture(model)
+    try:
+        results = run_tasks(make_lm(model, tokenizer, 3), tasks, setup, limit=4)
+    finally:
+        capture.close()
+    assert list(results) == tasks
+    for task, behavior in zip(tasks, (ANTHROPIC, "mine"), strict=True):
+        pairs = load_pairs(behavior, "test")
+        result = results[task]
+        assert result.n == 4
+        values = []
+        for sample in result.samples:
+            pair = pairs[sample.doc_id]
+            ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, setup.style)
+            assert capture.contains(ids), f"{task} doc {sample.doc_id}: lm-eval tokens differ"
+            assert sample.target == pair.matching[1]
+            assert sample.p_a == pytest.approx(p_a, abs=TOL)
+            assert sample.p_b == pytest.approx(p_b, abs=TOL)
+            assert sample.value == pytest.approx(expected(pair.matching[1], p_a, p_b), abs=TOL)
+            values.append(sample.value)
+        assert result.metrics["p_match"] == pytest.approx(sum(values) / 4, abs=1e-12)
+    # the custom task read the registered, seeded test split (12 of the 60 pairs)
+    assert len(load_pairs("mine", "test")) == 12
+
+
+def test_task_names_of_every_behavior(custom_datasets: Path) -> None:
+    from caa_bake.core.errors import CaaBakeError
+
+    assert resolve_tasks("ab", "mine") == ["caa_ab_mine"]
+    assert resolve_tasks(None, ANTHROPIC) == [f"caa_ab_{ANTHROPIC}", "caa_mmlu", "caa_truthfulqa"]
+    assert resolve_tasks("caa_ab_anthropic", None) == [f"caa_ab_{b}" for b in ANTHROPIC_BEHAVIORS]
+    assert resolve_tasks("caa_ab_mine,mmlu", None) == ["caa_ab_mine", "caa_mmlu"]
+    assert len(resolve_tasks("caa", None)) == 9
+    with pytest.raises(CaaBakeError, match="unknown task 'caa_ab_other'"):
+        resolve_tasks("caa_ab_other", None)

@@ -174,3 +174,27 @@ def test_existing_output(pulled_datasets: Path, model512: Path, tmp_path: Path) 
     assert (out / "keep.txt").read_text() == "mine"  # planning writes nothing
     with pytest.raises(CaaBakeError, match="overlaps the source folder"):
         plan_finetune(_request(model=str(model512), out=model512 / "ft", force=True))
+
+
+def test_a_registered_custom_behavior_is_trained_by_name(
+    model512: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caa_bake.core.hashing import file_sha256
+    from caa_bake.data.custom import prepare_custom
+
+    monkeypatch.setenv("CAA_BAKE_DATASETS_DIR", str(tmp_path / "datasets"))
+    items = [
+        {
+            "question": f"Q{i}: keep it?\n\nChoices:\n(A) Yes.\n(B) No.",
+            "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+            "answer_not_matching_behavior": "(B)" if i % 2 else "(A)",
+        }
+        for i in range(5)
+    ]
+    source = tmp_path / "keep.json"
+    source.write_text(json.dumps(items))
+    folder = prepare_custom("keep", source).register()
+    plan = plan_finetune(_request(behavior="keep", model=str(model512), out=tmp_path / "o"))
+    assert plan.spec.behavior == "keep"
+    assert plan.spec.data["sha256"] == file_sha256(folder / "generate.json") == file_sha256(source)
+    assert len(plan.examples) == 5

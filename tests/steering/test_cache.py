@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_models import build_model
-from workspaces import cached_workspace
+from workspaces import cached_workspace, linked_datasets
 
 from caa_bake.core.errors import CaaBakeError
 from caa_bake.core.hashing import file_sha256
@@ -60,11 +60,21 @@ def _dataset(tmp_path: Path, tag: str, name: str = "honesty") -> Path:
     return path
 
 
-def test_behavior_data_of_a_custom_file(tmp_path: Path) -> None:
+def test_behavior_data_of_a_custom_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAA_BAKE_DATASETS_DIR", str(tmp_path / "datasets"))
     path = _dataset(tmp_path, "q")
     data = BehaviorData.resolve(None, path)
-    assert (data.name, data.path, data.sha256) == ("honesty", path, file_sha256(path))
+    # to be registered under its stem; a file too small to split is used whole, unchanged
+    registered = tmp_path / "datasets" / "custom" / "honesty" / "generate.json"
+    assert (data.name, data.path, data.sha256) == ("honesty", registered, file_sha256(path))
+    assert data.metadata["dataset_file"] == "honesty.json"
+    assert json.loads(data.metadata["dataset_split"])["rule"] == "none"
     assert len(data.pairs) == 6
+    assert not registered.exists()  # resolving writes nothing
+    data.register()
+    assert registered.read_bytes() == path.read_bytes()
+    again = BehaviorData.resolve("honesty")  # now known by name
+    assert (again.path, again.sha256, again.metadata) == (registered, data.sha256, data.metadata)
     assert BehaviorData.resolve("my-name", path).name == "my-name"
     with pytest.raises(ValueError, match="need a behavior or a dataset file"):
         BehaviorData.resolve(None)
@@ -194,15 +204,34 @@ def test_normalized_vector_from_a_filled_cache(
 def test_a_custom_dataset_joins_the_normalization_set(
     models: dict[str, Path], pulled_datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = cached_workspace(tmp_path / "ws", models["a"], pulled_datasets)
+    own = linked_datasets(pulled_datasets, tmp_path / "datasets")
+    monkeypatch.setenv("CAA_BAKE_DATASETS_DIR", str(own))
+    env = cached_workspace(tmp_path / "ws", models["a"], own)
     monkeypatch.setenv("CAA_BAKE_VECTORS_DIR", env["CAA_BAKE_VECTORS_DIR"])
     ref = resolve_model(str(models["a"]))
     loader = ModelLoader(ref)
     vec = get_vector(ref, None, [1], dataset=_dataset(tmp_path, "q"), loader=loader)
     assert loader._loaded is not None  # only the custom behavior had to be extracted
     info = json.loads(vec.metadata["normalization"])
-    assert info["behaviors"] == sorted([*CAA_BEHAVIORS, "honesty"])
+    # rescaled to the mean norm of the 7 CAA vectors, which keep their own normalization
+    assert info["behaviors"] == sorted(CAA_BEHAVIORS)
+    raw_dir = Path(env["CAA_BAKE_VECTORS_DIR"]) / ref.slug
+    norms = [
+        SteeringVector.load(raw_dir / f"{b}.safetensors")[1].norm().item() for b in CAA_BEHAVIORS
+    ]
+    assert info["target_norm"]["1"] == pytest.approx(sum(norms) / 7, rel=1e-6)
     assert vec[1].norm().item() == pytest.approx(info["target_norm"]["1"], rel=1e-5)
+    raw = SteeringVector.load(vector_path(ref.slug, "honesty"))
+    assert torch.allclose(vec[1] / vec[1].norm(), raw[1] / raw[1].norm(), atol=1e-6)
+    # --normalize-with: another reference set, also recorded
+    pair = get_vector(ref, "honesty", [1], loader=loader, normalize_with=["refusal", "sycophancy"])
+    pinfo = json.loads(pair.metadata["normalization"])
+    assert pinfo["behaviors"] == ["refusal", "sycophancy"]
+    two = [
+        SteeringVector.load(raw_dir / f"{b}.safetensors")[1].norm().item()
+        for b in pinfo["behaviors"]
+    ]
+    assert pair[1].norm().item() == pytest.approx(sum(two) / 2, rel=1e-5)
     assert SteeringVector.load(vector_path(ref.slug, "honesty")).layer_ids == [1]
 
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from caa_bake.core.errors import CaaBakeError
-from caa_bake.steering.vector import SteeringVector, normalize_vectors, vector_path
+from caa_bake.steering.vector import (
+    SteeringVector,
+    normalize_to_set,
+    normalize_vectors,
+    vector_path,
+)
 
 
 def _vec(seed: int, layers: tuple[int, ...] = (1, 3), size: int = 8) -> SteeringVector:
@@ -120,3 +125,21 @@ def test_vector_path_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert vector_path("m", "refusal", normalized=True) == (
         tmp_path / "vectors" / "m" / "normalized" / "refusal.safetensors"
     )
+
+
+def test_normalize_to_set() -> None:
+    gen = torch.Generator().manual_seed(3)
+    ref = {n: SteeringVector({1: torch.randn(8, generator=gen) * (i + 1)}) for i, n in
+           enumerate(("a", "b", "c"))}  # fmt: skip
+    # a member: exactly the set's normalization
+    assert torch.equal(normalize_to_set("b", ref["b"], ref)[1], normalize_vectors(ref)["b"][1])
+    # an outsider: the set's mean norm, its own direction; the set itself is unchanged
+    out = SteeringVector({1: torch.randn(8, generator=gen) * 10, 2: torch.ones(8)})
+    got = normalize_to_set("x", out, ref)
+    mean = sum(float(v[1].norm()) for v in ref.values()) / 3
+    assert got.layer_ids == [1]
+    assert float(got[1].norm()) == pytest.approx(mean, rel=1e-6)
+    assert torch.allclose(got[1] / got[1].norm(), out[1] / out[1].norm(), atol=1e-6)
+    info = json.loads(got.metadata["normalization"])
+    assert info["behaviors"] == ["a", "b", "c"] and "not a member" in info["rule"]
+    assert info["original_norm"]["1"] == pytest.approx(float(out[1].norm()))
