@@ -51,6 +51,13 @@ def extract(
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Allow pickle .bin weights (can run code).")
     ] = False,
+    keep_activations: Annotated[
+        bool,
+        typer.Option(
+            "--keep-activations",
+            help="Also keep every pair's two activations at these layers (for `analyze pca`).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract CAA vectors: mean(matching - non-matching) after block L at the answer letter."""
@@ -75,6 +82,7 @@ def extract(
         force=force,
         allow_pickle=allow_pickle,
         normalize=all_behaviors,
+        keep_activations=keep_activations,
     )
     for line in run_extract_job(job, status=say):
         typer.echo(line)

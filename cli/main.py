@@ -7,7 +7,15 @@ import sys
 import typer
 
 from caa_bake.core import CaaBakeError
-from cli import datasets_cmd, eval_cmd, export_cmd, extract_cmd, finetune_cmd, models_cmd
+from cli import (
+    analyze_cmd,
+    datasets_cmd,
+    eval_cmd,
+    export_cmd,
+    extract_cmd,
+    finetune_cmd,
+    models_cmd,
+)
 
 app = typer.Typer(
     name="caa-bake",
@@ -22,6 +30,7 @@ extract_cmd.register(app)
 export_cmd.register(app)
 eval_cmd.register(app)
 finetune_cmd.register(app)
+app.add_typer(analyze_cmd.app, name="analyze")
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING
 from caa_bake.core import lazy_exports
 
 if TYPE_CHECKING:
+    from caa_bake.steering.activations import (
+        ActivationSet,
+        activations_path,
+        answer_letter,
+    )
     from caa_bake.steering.cache import (
         BehaviorData,
         ModelLoader,
@@ -49,12 +54,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSITION_RULE",
+    "ActivationSet",
     "BehaviorData",
     "ExtractJob",
     "ExtractionResult",
     "ModelLoader",
     "SteeringVector",
+    "activations_path",
     "add_to_block_outputs",
+    "answer_letter",
     "block_outputs_at",
     "cache_kwargs",
     "check_layer",
@@ -73,6 +81,9 @@ __all__ = [
 ]
 
 _SOURCES = {
+    "ActivationSet": "activations",
+    "activations_path": "activations",
+    "answer_letter": "activations",
     "BehaviorData": "cache",
     "ExtractJob": "job",
     "ExtractionResult": "extract",

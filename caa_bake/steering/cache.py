@@ -37,6 +37,7 @@ from caa_bake.data import (
     prepare_custom,
 )
 from caa_bake.models import ModelRef, detect_style, dtype_name, load_model
+from caa_bake.steering.activations import ActivationSet, activations_path
 from caa_bake.steering.extract import POSITION_RULE, extract_vectors
 from caa_bake.steering.vector import (
     SteeringVector,
@@ -141,6 +142,22 @@ def _cached_dtype(cached: SteeringVector) -> str:
     return cached.metadata.get("dtype") or "float32"
 
 
+def _reusable_activations(
+    path: Path, ref: ModelRef, data: BehaviorData, dtype: str
+) -> ActivationSet | None:
+    """The kept activations of ``data`` when they came from these weights, data and dtype."""
+    if not path.is_file():
+        return None
+    kept = ActivationSet.load(path)
+    meta = kept.metadata
+    same = (
+        meta.get("weights_fingerprint") == ref.weights_fingerprint
+        and meta.get("dataset_sha256") == data.sha256
+        and meta.get("dtype") == dtype
+    )
+    return kept if same else None
+
+
 def extract_behavior(
     loader: ModelLoader,
     data: BehaviorData,
@@ -148,9 +165,12 @@ def extract_behavior(
     *,
     batch_size: int = 16,
     force: bool = False,
+    keep_activations: bool = False,
 ) -> tuple[SteeringVector, Path]:
     """The raw vector of ``data`` at ``layers``, from the cache or freshly extracted.
 
+    With ``keep_activations`` every pair's two activations at ``layers`` are kept too
+    (:func:`~caa_bake.steering.activations.activations_path`), from the same pass.
     Returns the vector holding (at least) ``layers`` and the file it is saved in.
     """
     ref = loader.ref
@@ -168,11 +188,22 @@ def extract_behavior(
         cached = None
     have = set(cached.layer_ids) if cached is not None else set()
     missing = sorted(set(layers) - have)
+    kept_path = activations_path(ref.slug, data.name)
+    kept: ActivationSet | None = None
+    if keep_activations:
+        kept = None if force else _reusable_activations(kept_path, ref, data, wanted)
+        missing = sorted(set(missing) | (set(layers) - set(kept.layer_ids if kept else [])))
     if cached is not None and not missing:
         return cached, path
     model, tokenizer = loader.get()
     result = extract_vectors(
-        model, tokenizer, data.pairs, missing, batch_size=batch_size, desc=desc
+        model,
+        tokenizer,
+        data.pairs,
+        missing,
+        batch_size=batch_size,
+        desc=desc,
+        keep=keep_activations,
     )
     merged = dict(cached.layers) if cached is not None else {}
     merged.update(result.vectors)
@@ -193,6 +224,9 @@ def extract_behavior(
     }
     vector = SteeringVector(merged, metadata)
     vector.save(path)
+    if result.activations is not None:
+        fresh = ActivationSet.from_pairs(result.activations, data.pairs, metadata)
+        (kept.merged(fresh) if kept is not None else fresh).save(kept_path)
     return vector, path
 
 

@@ -46,10 +46,15 @@ class _StopForward(Exception):
 
 @dataclass(frozen=True)
 class ExtractionResult:
-    """Per-layer mean differences (float32) and the number of pairs behind them."""
+    """Per-layer mean differences (float32) and the number of pairs behind them.
+
+    ``activations`` (only with ``extract_vectors(..., keep=True)``): per layer a float32
+    ``[num_pairs, 2, hidden]`` tensor, pairs in input order, ``[:, 0]`` the matching side.
+    """
 
     vectors: dict[int, torch.Tensor]
     num_pairs: int
+    activations: dict[int, torch.Tensor] | None = None
 
 
 def _block_output(output: object) -> torch.Tensor:
@@ -186,6 +191,7 @@ def extract_vectors(
     style: PromptStyle | None = None,
     share_prefix: bool = True,
     desc: str = "extracting",
+    keep: bool = False,
 ) -> ExtractionResult:
     """Mean (matching - non-matching) block output per layer over ``pairs``.
 
@@ -200,9 +206,10 @@ def extract_vectors(
         share_prefix: run each pair's common prefix once (KV cache); ``padding_side`` then
             only applies when this is off.
         desc: progress-bar label.
+        keep: also return every pair's two activations (``ExtractionResult.activations``).
 
     Returns:
-        float32 vectors ``[hidden_size]`` per layer, and the pair count.
+        float32 vectors ``[hidden_size]`` per layer, the pair count (and the activations).
     """
     if not pairs:
         raise ValueError("no contrast pairs")
@@ -217,6 +224,7 @@ def extract_vectors(
     # longest first: similar lengths share a batch, and memory peaks on the first batch
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0].input_ids))
     sums: dict[int, torch.Tensor] = {}
+    kept: dict[int, torch.Tensor] = {}
     starts = range(0, len(order), batch_size)
     for start in progress(starts, desc=desc, total=len(starts), unit="batch"):
         chunk = [encoded[i] for i in order[start : start + batch_size]]
@@ -226,8 +234,14 @@ def extract_vectors(
             prompts = [p for pair in chunk for p in pair]  # matching, other, matching, ...
             ids, mask, pos_ids, answer_pos = pad_batch(prompts, pad_id, padding_side)
             acts = block_outputs_at(model, ids, mask, pos_ids, answer_pos, layers)
+        rows = torch.tensor(order[start : start + batch_size])
         for layer, act in acts.items():
             diff = (act[0::2] - act[1::2]).double().sum(dim=0)
             sums[layer] = sums[layer] + diff if layer in sums else diff
+            if keep:
+                if layer not in kept:
+                    kept[layer] = torch.zeros(len(encoded), 2, act.shape[-1])
+                kept[layer][rows] = torch.stack([act[0::2], act[1::2]], dim=1)
     n = len(encoded)
-    return ExtractionResult({layer: (sums[layer] / n).float() for layer in layers}, n)
+    vectors = {layer: (sums[layer] / n).float() for layer in layers}
+    return ExtractionResult(vectors, n, {layer: kept[layer] for layer in layers} if keep else None)

@@ -11,6 +11,7 @@ from transformers import AutoConfig
 
 from caa_bake.core import CaaBakeError
 from caa_bake.models import dtype_name, num_layers, resolve_dtype, resolve_model
+from caa_bake.steering.activations import activations_path
 from caa_bake.steering.cache import BehaviorData, ModelLoader, extract_behavior, normalized_set
 from caa_bake.steering.layers import parse_layers
 
@@ -44,6 +45,7 @@ class ExtractJob:
     force: bool = False
     allow_pickle: bool = False
     normalize: bool = False
+    keep_activations: bool = False
 
 
 def run_extract_job(job: ExtractJob, *, status: Callable[[str], None]) -> Iterator[str]:
@@ -72,10 +74,17 @@ def run_extract_job(job: ExtractJob, *, status: Callable[[str], None]) -> Iterat
     )
     for item in data:
         vector, path = extract_behavior(
-            loader, item, layers, batch_size=job.batch_size, force=job.force
+            loader,
+            item,
+            layers,
+            batch_size=job.batch_size,
+            force=job.force,
+            keep_activations=job.keep_activations,
         )
         norms = ", ".join(f"L{k}={v:.3g}" for k, v in vector.select(layers).norms().items())
         yield f"{path}  ({vector.metadata.get('num_pairs')} pairs; norms {norms})"
+        if job.keep_activations:
+            yield f"{activations_path(loader.ref.slug, item.name)}  (per-pair activations)"
     if job.normalize:
         for name, (_vec, path) in normalized_set(loader, data, layers).items():
             yield f"{path}  (normalized with {len(data)} behaviors: {name})"
