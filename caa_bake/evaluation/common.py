@@ -194,19 +194,32 @@ def load_for_eval(
 def make_lm(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> HFLM:
     """An lm-eval ``HFLM`` around a model object (forward hooks on it are honoured).
 
-    With ``--quiet`` its request progress bar is off.
+    It scores each choice at the answer position: a context's trailing whitespace stays in
+    the context. Stock lm-eval moves it into the continuation, which for a merged ``(A``
+    answer after ChatML's ``assistant\n`` multiplies p(A) and p(B) by p(newline) (~1e-4 on
+    Qwen2.5): ``p_match`` is a ratio and unchanged, ``nonsense`` would read ~1. The forward
+    rows are the same either way. With ``--quiet`` its request progress bar is off.
     """
     from lm_eval.models.huggingface import HFLM
 
     from caa_bake.evaluation.tasks import quiet_lm_eval
 
-    class _QuietHFLM(HFLM):
+    class _AnswerPositionHFLM(HFLM):
+        def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+            if self.backend == "causal" and context[-1:].isspace():
+                whole = self.tok_encode(context + continuation)
+                head = self.tok_encode(context)
+                if len(whole) > len(head) and whole[: len(head)] == head:
+                    return head, whole[len(head) :]
+            return super()._encode_pair(context, continuation)
+
+    class _QuietHFLM(_AnswerPositionHFLM):
         def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
             return super().loglikelihood(requests, disable_tqdm=True)
 
     if batch_size < 1:
         raise CaaBakeError(f"--batch-size must be at least 1, got {batch_size}")
-    cls = _QuietHFLM if is_quiet() else HFLM
+    cls = _QuietHFLM if is_quiet() else _AnswerPositionHFLM
     with quiet_lm_eval():
         return cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
@@ -289,6 +302,7 @@ def provenance(loaded: LoadedModel, tasks: Sequence[str]) -> dict[str, Any]:
             "prompt_style": loaded.setup.style,
             "apply_chat_template": loaded.setup.apply_chat_template,
             "answer_format": loaded.setup.answer_format,
+            "scored_at_answer_position": True,  # make_lm keeps trailing whitespace
             "letter_token_ids": loaded.setup.letter_ids,
             "steering_tail_ids": loaded.tail,
         },

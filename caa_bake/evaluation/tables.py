@@ -260,8 +260,9 @@ def _baked_vs_hooks(rows: Sequence[Row]) -> list[str]:
 MERGED_NONSENSE_NOTE = (
     "*Not the model's A/B mass:* this model's tokenizer merges `(A`, and lm-eval moves the chat "
     "template's trailing newline into the scored answer, so p(A) and p(B) each carry the "
-    "probability of that newline and this column reads ~1 (known defect, see "
-    "`eval_tasks/README.md`). p_match and p(correct) are ratios in which the factor cancels."
+    "probability of that newline and this column reads ~1 (a run from before caa-bake scored "
+    "at the answer position, see `eval_tasks/README.md`). p_match and p(correct) are ratios "
+    "in which the factor cancels."
 )
 
 
@@ -297,7 +298,8 @@ def eval_markdown(
     combined = finetuning_table(rows, multipliers)
     if combined is not None:
         lines += _markdown_table(combined)
-    merged = model.get("answer_format") == "merged"
+    # runs from before make_lm kept the prompt's trailing whitespace still carry the factor
+    merged = model.get("answer_format") == "merged" and not model.get("scored_at_answer_position")
     for table in eval_tables(rows, behaviors, multipliers):
         lines += _markdown_table(table)
         if merged and table.title.startswith("nonsense"):

@@ -202,8 +202,10 @@ def prompt_setup(tokenizer: PreTrainedTokenizerBase, config: Any = None) -> Prom
 class SampleValue:
     """One doc's result: p(A), p(B) (exp of lm-eval's loglikelihoods) and its metric value.
 
-    With the merged answer format p(A) is lm-eval's probability of the continuation ``(A``
-    (with ChatML times that of the header's newline, which lm-eval moves into it; see
+    p(A) is the next-token probability of the answer token after the whole prompt when the
+    model is wrapped by :func:`caa_bake.evaluation.common.make_lm`, which keeps a prompt's
+    trailing whitespace in the context (stock lm-eval moves it into the continuation: with a
+    merged ``(A`` format that multiplies both answers by p(ChatML's newline); see
     ``eval_tasks/README.md``).
     """
 

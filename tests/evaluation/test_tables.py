@@ -92,6 +92,8 @@ def test_merged_format_note_under_nonsense_tables() -> None:
     assert merged.count(note) == 1
     split = eval_markdown(rows, BEHAVIORS, MULTS, {"model": {"answer_format": "split"}})
     assert "### nonsense" in split and note not in split
+    divided = {"model": {"answer_format": "merged", "scored_at_answer_position": True}}
+    assert note not in eval_markdown(rows, BEHAVIORS, MULTS, divided)
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:

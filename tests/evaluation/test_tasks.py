@@ -112,13 +112,15 @@ def hand_probs(
     question: str,
     style: PromptStyle,
     answer: AnswerFormat = "split",
+    *,
+    stock: bool = False,
 ) -> tuple[list[int], float, float]:
     """Token ids of the evaluation prompt and p(A), p(B): one unpadded forward pass.
 
     Split: the next-token probabilities of ``A`` / ``B`` after ``(``. Merged: of ``(A`` /
-    ``(B`` after the assistant header, times the probability of the header's trailing
-    whitespace tokens (the newline of ChatML), which lm-eval moves from the context into the
-    scored continuation.
+    ``(B`` after the whole prompt (what caa-bake's ``make_lm`` scores). ``stock``: as stock
+    lm-eval scores merged answers, times the probability of the prompt's trailing whitespace
+    tokens (ChatML's newline), which it moves from the context into the continuation.
     """
     enc = encode_prompt(tokenizer, question, eval_prefix(answer), style=style)
     ids = enc.input_ids
@@ -126,7 +128,8 @@ def hand_probs(
         logits = model(torch.tensor([ids])).logits[0]
     logprobs = torch.log_softmax(logits.double(), dim=-1)
     moved = 0
-    while answer == "merged" and not str(tokenizer.decode(ids[len(ids) - 1 - moved :])).strip():
+    trailing = stock and answer == "merged"
+    while trailing and not str(tokenizer.decode(ids[len(ids) - 1 - moved :])).strip():
         moved += 1
     header = sum(float(logprobs[i - 1, ids[i]]) for i in range(len(ids) - moved, len(ids)))
     letters = []
@@ -513,7 +516,9 @@ def test_stock_lm_eval_cli(
             ["(A", "(B"] if answer == "merged" else ["A", "B"]
         )
         assert requests[0]["arg_0"].endswith("assistant\n" + eval_prefix(answer))
-        _ids, p_a, p_b = hand_probs(model, tokenizer, pair.question, "chat-template", answer)
+        _ids, p_a, p_b = hand_probs(
+            model, tokenizer, pair.question, "chat-template", answer, stock=True
+        )
         want = expected(pair.matching[1], p_a, p_b)
         assert sample["p_match"] == pytest.approx(want, abs=TOL)
         assert sample["acc"] == float(want > 0.5)
@@ -627,3 +632,33 @@ def test_task_names_of_every_behavior(custom_datasets: Path) -> None:
     assert len(resolve_tasks("caa", None)) == 9
     with pytest.raises(CaaBakeError, match="unknown task 'caa_ab_other'"):
         resolve_tasks("caa_ab_other", None)
+
+
+def test_make_lm_scores_at_the_answer_position(qwen2: Path, tiny_models: dict[str, Path]) -> None:
+    """ChatML's trailing newline stays in the context: the merged answer is one token, scored
+    where the model writes it (stock lm-eval would score ``\n(A``)."""
+    tokenizer = AutoTokenizer.from_pretrained(qwen2)
+    model = AutoModelForCausalLM.from_pretrained(qwen2, dtype=torch.float32).eval()
+    lm = make_lm(model, tokenizer, 2)
+    context = "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+    head, tail = lm._encode_pair(context, "(A")
+    assert tokenizer.decode(head).endswith("assistant\n") and tail == [4346]
+    assert stock_split(lm, context, "(A")[1] == [198, 4346]  # lm-eval's rule: "\n", "(A"
+    # no trailing whitespace (a prefilled "("): the same split as lm-eval's
+    head, tail = lm._encode_pair("Q? (", "A")
+    assert (list(head), list(tail)) == stock_split(lm, "Q? (", "A")
+
+
+def stock_split(lm: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's own ``_encode_pair`` on ``lm`` (which moves trailing whitespace)."""
+    from lm_eval.models.huggingface import HFLM
+
+    head, tail = HFLM._encode_pair(lm, context, continuation)
+    return list(head), list(tail)
+
+
+def test_forcing_split_on_a_merged_tokenizer_is_a_clear_error(
+    qwen2: Path, pulled_datasets: Path
+) -> None:
+    with pytest.raises(ValueError, match="answer_format 'split' cannot score"):
+        _utils().load_behavior("refusal", answer_format="split", pretrained=str(qwen2))
