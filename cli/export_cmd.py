@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,8 @@ from cli.common import (
 
 if TYPE_CHECKING:
     import torch
+
+    from caa_bake.bake import BakeSpec
 
 __all__ = ["register"]
 
@@ -115,7 +117,11 @@ def export(
     verify_dtype: VerifyDtypeOpt = "float32",
     quiet: QuietOpt = False,
 ) -> None:
-    """Bake steering vector(s) into a standalone Hugging Face checkpoint."""
+    """Bake steering vector(s) into a standalone Hugging Face checkpoint, or into a GGUF.
+
+    With --model path/to/model.gguf the output is a .gguf file: the source with the vector
+    added as an F32 blk.L.ffn_down.bias, every other tensor byte-identical.
+    """
     from caa_bake.bake import (
         BakeSpec,
         export_checkpoint,
@@ -150,6 +156,20 @@ def export(
         raise CaaBakeError("--normalize-with names a normalization set; drop --no-normalize")
     if dataset is not None and vector is not None:
         raise CaaBakeError("--dataset registers pairs to extract the vector from; drop --vector")
+    if model is not None and model.strip().lower().endswith(".gguf"):
+        if revision is not None or link:
+            raise CaaBakeError("--revision and --link do not apply to a GGUF --model")
+        _export_gguf(
+            Path(model).expanduser(),
+            specs,
+            out,
+            vector_from,
+            force,
+            dataset,
+            test_dataset,
+            dict(normalized=not no_normalize, dtype=extract_dtype, normalize_with=norm_set),
+        )
+        return
     ref = resolve_model(model, revision=revision)
     donor = None if vector_from is None else resolve_model(vector_from)
     if donor is not None and any(spec.vector_file is not None for spec in specs):
@@ -181,6 +201,36 @@ def export(
         ref, bakes, target, link=link, force=force, before_commit=None if no_verify else check
     )
     for line in [*result.summary(), *lines]:
+        typer.echo(line)
+    typer.echo(f"exported: {result.path}")
+
+
+def _export_gguf(
+    source: Path,
+    specs: list[BakeSpec],
+    out: Path | None,
+    vector_from: str | None,
+    force: bool,
+    dataset: Path | None,
+    test_dataset: Path | None,
+    options: dict[str, Any],
+) -> None:
+    """Bake into a GGUF: the vectors come from the weights the GGUF dequantizes to."""
+    from caa_bake.bake import bake_gguf, export_name, gguf_model_ref, read_gguf, resolve_bakes
+    from caa_bake.core import exports_dir
+    from caa_bake.models import resolve_model
+
+    if out is not None and out.exists() and not force:
+        raise CaaBakeError(f"{out} exists; pass --force to replace it")
+    info = read_gguf(source)  # a bad or unsupported file fails before any vector work
+    folder = None if vector_from is None else resolve_model(vector_from)
+    ref, digest = gguf_model_ref(source, vector_from=folder)
+    register_dataset([specs[0].behavior] if dataset is not None else [], dataset, test_dataset)
+    bakes = resolve_bakes(ref, specs, status=say, **options)
+    target = out if out is not None else exports_dir() / f"{export_name(ref.slug, bakes)}.gguf"
+    say(f"baking into a copy of {source.name} ...")
+    result = bake_gguf(info, bakes, target, ref=ref, source_sha256=digest, force=force)
+    for line in result.summary():
         typer.echo(line)
     typer.echo(f"exported: {result.path}")
 
