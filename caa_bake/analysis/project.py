@@ -144,7 +144,10 @@ def _question(job: ProjectJob, behavior: str) -> str:
             f"--item reads a named behavior's test split; '{behavior}' is a custom vector: "
             "pass the text with --prompt"
         )
-    items = load_pairs(behavior, "test")
+    try:
+        items = load_pairs(behavior, "test")
+    except CaaBakeError as err:  # e.g. a registered custom behavior without a test split
+        raise CaaBakeError(f"{err}; or pass the text with --prompt") from None
     assert job.item is not None
     if not 0 <= job.item < len(items):
         raise CaaBakeError(

@@ -60,9 +60,10 @@ def test_keep_activations_then_pca_and_similarity_of_a_custom_dataset(
     code, out, err = run("analyze", "similarity", "-b", "honesty", "--model", model)
     assert code == 0, err
     assert "honesty: cos(neighbouring layers)" in out
-    assert_one_error(
+    line = assert_one_error(
         run("analyze", "project", "-b", "honesty", "--layer", "1", "--item", "0", "-m", model),
-        "'honesty' is a custom vector: pass the text with --prompt",
+        "'honesty' has no test split (honesty.json has 4 pairs",
     )
+    assert line.endswith("or pass the text with --prompt")
     assert_one_error(run("analyze", "pca", "-b", "dishonesty", "--model", model),
                      "unknown behavior 'dishonesty'")  # fmt: skip
