@@ -231,16 +231,19 @@ def _detect_for(name: str, prompt_style: str, options: tuple[tuple[str, Any], ..
 def resolve_answer_format(answer_format: str, prompt_style: str, metadata: dict[str, Any]) -> str:
     """``split`` or ``merged``: ``answer_format`` itself, or for ``auto`` the model tokenizer's."""
     name = metadata.get("tokenizer") or metadata.get("pretrained")
+    options = tuple((key, metadata[key]) for key in _TOKENIZER_ARGS if metadata.get(key))
     if answer_format != "auto":
         answer_fields(answer_format)  # validates
-        if answer_format == "split" and isinstance(name, str):
-            options = tuple((key, metadata[key]) for key in _TOKENIZER_ARGS if metadata.get(key))
-            if _detect_for(name, prompt_style, options) == "merged":
-                raise ValueError(
-                    f"answer_format 'split' cannot score {name}: its tokenizer reads '(A' as one "
-                    "token, so after a prefilled '(' the letter is not a token of its own; use "
-                    "answer_format 'auto' or 'merged'"
-                )
+        if (
+            answer_format == "split"
+            and isinstance(name, str)
+            and _detect_for(name, prompt_style, options) == "merged"
+        ):
+            raise ValueError(
+                f"answer_format 'split' cannot score {name}: its tokenizer reads '(A' as one "
+                "token, so after a prefilled '(' the letter is not a token of its own; use "
+                "answer_format 'auto' or 'merged'"
+            )
         return answer_format
     if not isinstance(name, str):
         _log.warning(
@@ -249,7 +252,6 @@ def resolve_answer_format(answer_format: str, prompt_style: str, metadata: dict[
             "'{\"answer_format\": \"merged\"}' for tokenizers with single '(A' tokens."
         )
         return "split"
-    options = tuple((key, metadata[key]) for key in _TOKENIZER_ARGS if metadata.get(key))
     return _detect_for(name, prompt_style, options)
 
 
