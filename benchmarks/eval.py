@@ -35,8 +35,8 @@ from caa_bake.models.prompts import encode_prompt
 TOLERANCE = 1e-5
 
 
-def suite_items(limit: int | None) -> dict[str, list[tuple[str, str]]]:
-    """task -> [(question, target letter)] in dataset order (first ``limit`` per task)."""
+def suite_items() -> dict[str, list[tuple[str, str]]]:
+    """task -> [(question, target letter)] in file order (index = lm-eval doc id)."""
     items: dict[str, list[tuple[str, str]]] = {}
     for task in all_tasks():
         behavior = task_behavior(task)
@@ -44,7 +44,7 @@ def suite_items(limit: int | None) -> dict[str, list[tuple[str, str]]]:
             rows = [(p.question, p.matching[1]) for p in load_pairs(behavior, "test")]
         else:
             rows = [(i.question, i.correct[1]) for i in load_ab_eval(CAPABILITY_TASKS[task])]
-        items[task] = rows[:limit] if limit is not None else rows
+        items[task] = rows
     return items
 
 
@@ -76,30 +76,34 @@ def main() -> None:
     ref = resolve_model(args.model)
     model, tokenizer = load_model(ref)
     setup = prompt_setup(tokenizer, model.config)
-    items = suite_items(args.limit)
+    items = suite_items()
     flat = [item for task in all_tasks() for item in items[task]]
-    n = len(flat)
     print(
-        f"model {ref.model_id}, {n} items ({', '.join(f'{t} {len(v)}' for t, v in items.items())}),"
-        f" torch threads {torch.get_num_threads()}, lm-eval batch size {args.batch_size}",
+        f"model {ref.model_id}, --limit {args.limit}, torch threads {torch.get_num_threads()},"
+        f" lm-eval batch size {args.batch_size}",
         flush=True,
     )
     with torch.no_grad():  # warm-up: first-call allocations out of both timings
         model(torch.tensor([encode_prompt(tokenizer, flat[0][0], "(").input_ids]))
 
     gc.collect()
-    with measure() as loop_m:
-        loop_scores = batch1_loop(model, tokenizer, setup, flat)
-    gc.collect()
     with measure() as lm_m:
         lm = make_lm(model, tokenizer, args.batch_size)
         results = run_tasks(lm, all_tasks(), setup, limit=args.limit)
+    # the items lm-eval scored (with --limit, MMLU / TruthfulQA take an evenly spread subset)
+    ids = {t: sorted(s.doc_id for s in results[t].samples) for t in all_tasks()}
+    picked = [items[t][i] for t in all_tasks() for i in ids[t]]
     lm_scores = [
         s.value
         for task in all_tasks()
         for s in sorted(results[task].samples, key=lambda s: s.doc_id)
     ]
+    gc.collect()
+    with measure() as loop_m:
+        loop_scores = batch1_loop(model, tokenizer, setup, picked)
     diff = max(abs(x - y) for x, y in zip(loop_scores, lm_scores, strict=True))
+    n = len(picked)
+    print(f"{n} items: " + ", ".join(f"{t} {len(v)}" for t, v in ids.items()))
     rows = [
         ("batch-1 loop (transformers)", loop_m),
         (f"lm-eval HFLM, batch {args.batch_size}", lm_m),

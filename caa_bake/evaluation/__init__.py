@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         parse_multipliers,
         prepare_run_dir,
         provenance,
+        scored_tail,
         tasks_sha256,
     )
     from caa_bake.evaluation.evaluate import (
@@ -156,6 +157,7 @@ __all__ = [
     "run_eval_job",
     "run_sweep_job",
     "run_tasks",
+    "scored_tail",
     "steer_from_tail",
     "steered_methods",
     "steering_tail",
@@ -212,6 +214,7 @@ _SOURCES = {
     "fmt_mult": "tables",
     "load_for_eval": "common",
     "make_lm": "common",
+    "scored_tail": "common",
     "paper_comparison": "tables",
     "parse_multipliers": "common",
     "plan_variants": "variants",

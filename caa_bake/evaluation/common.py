@@ -4,6 +4,7 @@ model with its prompt setup, lm-eval model objects, run folders and provenance."
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from caa_bake import __version__
 from caa_bake.core import CaaBakeError, is_quiet, results_dir
@@ -38,7 +41,6 @@ from caa_bake.models import ModelRef, dtype_name
 from caa_bake.steering import ModelLoader
 
 if TYPE_CHECKING:
-    import torch
     from lm_eval.models.huggingface import HFLM
     from torch import nn
     from transformers import PreTrainedTokenizerBase
@@ -55,6 +57,7 @@ __all__ = [
     "parse_multipliers",
     "prepare_run_dir",
     "provenance",
+    "scored_tail",
     "tasks_sha256",
 ]
 
@@ -191,6 +194,22 @@ def load_for_eval(
     return LoadedModel(ref, loader, model, tokenizer, setup, steering_tail(tokenizer, setup.style))
 
 
+def scored_tail(inps: torch.Tensor, longest_continuation: int) -> int:
+    """How many trailing positions of a right-padded lm-eval batch hold every scored logit.
+
+    lm-eval pads a batch's rows on the right with token 0 and reads row ``r``'s continuation
+    logits at ``inplen_r - contlen .. inplen_r - 1``; it locates them relative to the end of
+    the logits it gets back, so the last ``max_r(width - inplen_r) + contlen`` positions are
+    all it needs. A row's length is taken as its last non-zero token + 1: a real trailing
+    token 0 only makes that estimate shorter, so the tail longer (never too short).
+    """
+    width = int(inps.shape[1])
+    nonzero = inps != 0
+    idx = torch.arange(1, width + 1, device=inps.device).expand_as(inps)
+    est_len = (idx * nonzero).max(dim=1).values.clamp(min=1)
+    return min(width, int((width - est_len).max()) + max(1, longest_continuation))
+
+
 def make_lm(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> HFLM:
     """An lm-eval ``HFLM`` around a model object (forward hooks on it are honoured).
 
@@ -199,12 +218,20 @@ def make_lm(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: in
     answer after ChatML's ``assistant\n`` multiplies p(A) and p(B) by p(newline) (~1e-4 on
     Qwen2.5): ``p_match`` is a ratio and unchanged, ``nonsense`` would read ~1. The forward
     rows are the same either way. With ``--quiet`` its request progress bar is off.
+
+    The LM head runs only on the trailing positions where a continuation is scored
+    (:func:`scored_tail`, via transformers' ``logits_to_keep``), without a KV cache: lm-eval
+    otherwise computes and log-softmaxes full-vocabulary logits at every position.
     """
     from lm_eval.models.huggingface import HFLM
 
     from caa_bake.evaluation.tasks import quiet_lm_eval
 
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
     class _AnswerPositionHFLM(HFLM):
+        _longest_continuation: int | None = None
+
         def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
             if self.backend == "causal" and context[-1:].isspace():
                 whole = self.tok_encode(context + continuation)
@@ -212,6 +239,34 @@ def make_lm(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: in
                 if len(whole) > len(head) and whole[: len(head)] == head:
                     return head, whole[len(head) :]
             return super()._encode_pair(context, continuation)
+
+        def _loglikelihood_tokens(self, requests: Any, *args: Any, **kwargs: Any) -> Any:
+            self._longest_continuation = max((len(r[2]) for r in requests), default=None)
+            try:
+                return super()._loglikelihood_tokens(requests, *args, **kwargs)
+            finally:
+                self._longest_continuation = None
+
+        def _model_call(
+            self,
+            inps: torch.Tensor,
+            attn_mask: torch.Tensor | None = None,
+            labels: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            longest = self._longest_continuation
+            if (
+                not keeps_logits
+                or longest is None
+                or attn_mask is not None
+                or labels is not None
+                or self.backend != "causal"
+                or self.mixed_precision_dtype is not None
+            ):
+                return super()._model_call(inps, attn_mask, labels)
+            keep = scored_tail(inps, longest)
+            with torch.no_grad():
+                out = self.model(inps, logits_to_keep=keep, use_cache=False)
+            return out.logits
 
     class _QuietHFLM(_AnswerPositionHFLM):
         def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:

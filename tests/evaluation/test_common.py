@@ -179,3 +179,52 @@ def test_tasks_sha256_follows_the_env_var(tmp_path: Path, monkeypatch: pytest.Mo
     assert tasks_sha256() != first
     (tmp_path / "a.yaml").write_text("task: a")
     assert tasks_sha256() == first
+
+
+def test_scored_tail_by_hand() -> None:
+    import torch
+
+    from caa_bake.evaluation.common import scored_tail
+
+    # widths 6; rows of length 6, 4 and 2 (right-padded with 0)
+    inps = torch.tensor([[5, 6, 7, 8, 9, 3], [5, 6, 7, 8, 0, 0], [5, 6, 0, 0, 0, 0]])
+    assert scored_tail(inps, 1) == 5  # the 2-token row: its last token is 4 from the end
+    assert scored_tail(inps, 2) == 6  # capped at the width
+    assert scored_tail(inps[:2], 1) == 3
+    assert scored_tail(inps[:1], 1) == 1
+    # a real trailing token 0 makes the row look shorter: the tail grows, never shrinks
+    assert scored_tail(torch.tensor([[5, 6, 0], [5, 6, 7]]), 1) == 2
+
+
+def test_lm_head_only_where_scored_matches_stock_lm_eval(tmp_path: Path) -> None:
+    """Our ``make_lm`` (logits at the scored tail only, no KV cache) vs lm-eval's stock
+    ``HFLM`` on the same model: the same log-likelihoods and greedy flags, for rows of
+    many lengths, 1- to 3-token continuations and contexts ending in token 0."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from caa_bake.evaluation.common import make_lm
+    from tests.tiny_models import build_model
+
+    folder = build_model("llama", tmp_path / "m", random_biases=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    gen = torch.Generator().manual_seed(0)
+    requests = []
+    for n in range(12):
+        ctx = torch.randint(1, len(tok), (3 + 5 * n,), generator=gen).tolist()
+        if n % 4 == 0:
+            ctx[-1] = 0
+        cont = torch.randint(0, len(tok), (1 + n % 3,), generator=gen).tolist()
+        requests.append((("c", "x"), ctx, cont))
+    lm = make_lm(model, tok, 4)
+    ours = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+    lm._longest_continuation = 1  # what _loglikelihood_tokens sets around its model calls
+    batch = torch.tensor([[4, 5, 6, 7], [4, 5, 0, 0]])
+    assert lm._model_call(batch).shape[:2] == (2, 3)
+    stock = HFLM(pretrained=model, tokenizer=tok, batch_size=4)
+    want = stock._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert [g for _, g in ours] == [g for _, g in want]
+    diff = max(abs(a - b) for (a, _), (b, _) in zip(ours, want, strict=True))
+    assert diff < 1e-4, diff

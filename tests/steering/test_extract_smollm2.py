@@ -1,4 +1,9 @@
-"""The refusal vector on the real SmolLM2 equals a batch-1, full-forward reference loop."""
+"""The refusal vector on the real SmolLM2 equals a batch-1, full-forward reference loop.
+
+Every sixth pair of the 408 (68 pairs, spread over the file): the whole file took 416 s of
+CI time for the same check; batching, padding and the answer position are exercised as well
+by this subset.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ def test_refusal_layer13_matches_full_forward_reference(
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     pairs = load_pairs("refusal", "generate")
     assert len(pairs) == 408
+    pairs = pairs[::6]
 
     diffs = []
     for pair in pairs:
