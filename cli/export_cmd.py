@@ -233,13 +233,20 @@ def _export_gguf(
     for line in result.summary():
         typer.echo(line)
     typer.echo(f"exported: {result.path}")
+    typer.echo(f"check it in llama.cpp: caa-bake verify {result.path}")
 
 
 def verify(
-    export_dir: Annotated[Path, typer.Argument(help="An export folder.")],
+    export_dir: Annotated[
+        Path, typer.Argument(help="An export folder, or a .gguf written by export.")
+    ],
     source: Annotated[
         Path | None,
-        typer.Option("--source", help="Source model folder (default: the one recorded)."),
+        typer.Option(
+            "--source",
+            help="Source model folder (default: the one recorded); for a .gguf export the "
+            "source .gguf (default: the embedded SmolLM2 GGUF when it is the source).",
+        ),
     ] = None,
     tokens: Annotated[
         int, typer.Option("--tokens", min=1, help="Greedy tokens per probe prompt.")
@@ -255,12 +262,27 @@ def verify(
             "smoke check); auto is not taken here.",
         ),
     ] = "float32",
+    no_f32: Annotated[
+        bool,
+        typer.Option(
+            "--no-f32",
+            help="GGUF export: skip the exact check on F32-dequantized copies of a quantized "
+            "GGUF (it writes two temporary F32 files, ~4 bytes per parameter each).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Reload an export from disk and compare it with its source plus hook steering."""
+    """Reload an export from disk and compare it with its source plus hook steering.
+
+    A .gguf export is checked in llama.cpp against its source GGUF plus llama.cpp's own
+    control vector (needs the llama extra: bash scripts/setup.sh --llama).
+    """
     from caa_bake.bake import verify_export
 
     apply_quiet(quiet)
+    if export_dir.suffix.lower() == ".gguf":
+        _verify_gguf(export_dir, source, tokens, dtype, not no_f32)
+        return
     report = verify_export(
         export_dir,
         source=source,
@@ -272,6 +294,21 @@ def verify(
         typer.echo(line)
     if not report.ok:
         raise CaaBakeError(f"{export_dir} failed verification (see above)")
+
+
+def _verify_gguf(export: Path, source: Path | None, tokens: int, dtype: str, f32: bool) -> None:
+    from caa_bake.bake import verify_gguf
+
+    if dtype.strip().lower() not in ("float32", "fp32"):
+        raise CaaBakeError("--dtype does not apply to a GGUF export (llama.cpp runs the file)")
+    if not export.is_file():
+        raise CaaBakeError(f"GGUF file {export} does not exist")
+    say("verifying the GGUF in llama.cpp (baked vs source + control vector) ...")
+    report = verify_gguf(export, source=source, new_tokens=tokens, exact=f32)
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise CaaBakeError(f"{export} failed verification (see above)")
 
 
 def inspect(export_dir: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:

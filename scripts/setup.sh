@@ -5,18 +5,23 @@
 # would compile llama-cpp-python and are not needed, hence --no-deps).
 #   bash scripts/setup.sh              # users: extract, export, eval
 #   bash scripts/setup.sh --finetune   # + DeepSpeed and peft (caa-bake finetune)
-#   bash scripts/setup.sh --dev        # + pytest, ruff, mypy, and the finetune extra (tested)
+#   bash scripts/setup.sh --llama      # + llama-cpp-python (GGUF verify/benchmarks; compiles ~6 min)
+#   bash scripts/setup.sh --dev        # + pytest, ruff, mypy, and the finetune and llama extras (tested)
 #   bash scripts/setup.sh --all        # everything (the same as --dev)
+# llama-cpp-python is compiled from source with CMAKE_ARGS="-DGGML_NATIVE=OFF" unless CMAKE_ARGS
+# is set: the default native build crashed with SIGILL in libggml-cpu on the project machine (AVX2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="eval"
 for arg in "$@"; do
   case "$arg" in
     --finetune) extras="$extras,finetune" ;;
-    --dev | --all) extras="$extras,dev,finetune" ;;
-    *) echo "usage: bash scripts/setup.sh [--finetune|--dev|--all]" >&2; exit 2 ;;
+    --llama) extras="$extras,llama" ;;
+    --dev | --all) extras="$extras,dev,finetune,llama" ;;
+    *) echo "usage: bash scripts/setup.sh [--finetune|--llama|--dev|--all]" >&2; exit 2 ;;
   esac
 done
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $("$python" --version)" >&2

@@ -234,3 +234,21 @@ def test_a_copy_of_a_known_gguf_maps_to_its_model(source: Path, ref: Any, tmp_pa
     model, digest = gguf_model_ref(copy)
     assert model.weights_fingerprint == ref.weights_fingerprint
     assert digest == file_sha256(source)
+
+
+def test_the_fast_reader_parses_like_the_stock_reader(source: Path) -> None:
+    from caa_bake.bake import open_reader
+
+    fast, stock = open_reader(source), gguf.GGUFReader(source, "r")
+    assert type(fast.data) is np.ndarray  # a view of the memory map, not a copy
+    assert [(f.name, f.types, f.contents()) for f in fast.fields.values()] == [
+        (f.name, f.types, f.contents()) for f in stock.fields.values()
+    ]
+    assert len(fast.tensors) == len(stock.tensors) == 272
+    for mine, theirs in zip(fast.tensors, stock.tensors, strict=True):
+        assert (mine.name, mine.tensor_type, mine.data_offset) == (
+            theirs.name,
+            theirs.tensor_type,
+            theirs.data_offset,
+        )
+        assert np.array_equal(mine.data, theirs.data)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from cli_runner import assert_one_error, run_in_process
 from conftest import run_cli
 
 gguf = pytest.importorskip("gguf")
@@ -42,7 +44,10 @@ def test_bad_gguf_is_one_line_and_writes_nothing(tmp_path: Path, kind: str) -> N
     assert not out.exists()
 
 
-def test_export_into_the_embedded_gguf_with_a_vector_file(tmp_path: Path) -> None:
+def test_export_into_the_embedded_gguf_with_a_vector_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixtures: dict[str, Any] = {"capsys": capsys, "monkeypatch": monkeypatch}
     import torch
 
     from caa_bake.core import CaaBakeError
@@ -65,5 +70,21 @@ def test_export_into_the_embedded_gguf_with_a_vector_file(tmp_path: Path) -> Non
     assert "blk.13.ffn_down.bias: added (F32)" in done.stdout
     bias = {t.name: t for t in gguf.GGUFReader(out).tensors}["blk.13.ffn_down.bias"]
     assert np.array_equal(np.asarray(bias.data), (values * -2.0).numpy())
+    assert f"check it in llama.cpp: caa-bake verify {out}" in done.stdout
     again = run_cli(*args, "--model", str(source), "--out", str(out), "--quiet")
     assert again.returncode != 0 and "exists; pass --force" in again.stderr
+    # `caa-bake verify X.gguf` (in this process: the same code path below sys.exit)
+    bad = run_in_process("verify", str(out), "--dtype", "bfloat16", **fixtures)
+    assert_one_error(bad, "--dtype does not apply to a GGUF export (llama.cpp runs the file)")
+    # `caa-bake verify X.gguf`: llama.cpp, the baked file vs the source + control vector
+    pytest.importorskip(
+        "llama_cpp", reason="needs llama-cpp-python: bash scripts/setup.sh --llama (CI installs it)"
+    )
+    check = ["verify", str(out), "--no-f32", "--tokens", "4"]
+    code, stdout, stderr = run_in_process(*check, **fixtures)
+    assert code == 0, stdout + stderr
+    lines = stdout.splitlines()
+    assert lines[-1] == "verify: OK"
+    assert "steered blocks: 13 (|delta| " in stdout
+    assert any(line.startswith("as stored (quantized): max |Δlogit|") for line in lines)
+    assert "exact F32 check skipped (--no-f32)" in stdout
