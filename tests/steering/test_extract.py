@@ -137,3 +137,27 @@ def test_layer_order_and_duplicates_do_not_matter(tiny_models: dict[str, Path]) 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="no contrast pairs"):
         extract_vectors(torch.nn.Linear(1, 1), None, [], [0])  # type: ignore[arg-type]
+
+
+def test_common_head_by_hand() -> None:
+    from caa_bake.steering.extract import _common_head
+
+    assert _common_head([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4, 7]]) == [1, 2, 3]
+    # one token short of the shortest prefix: every row keeps a token of its own
+    assert _common_head([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]
+    assert _common_head([[9, 2], [1, 2]]) == []
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_long_shared_head_matches_the_reference(tiny_models: dict[str, Path], arch: str) -> None:
+    """Questions sharing a long head (run once for the whole extraction, its KV cache copied
+    into each batch) give the same vector as every prompt run in full."""
+    head = "Question: please read carefully. " * 3
+    pairs = [ContrastPair(head + p.question, p.matching, p.not_matching) for p in PAIRS]
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_models[arch])
+    shared = extract_vectors(model, tok, pairs, [0, 2], batch_size=3, share_prefix=True)
+    full = extract_vectors(model, tok, pairs, [0, 2], batch_size=3, share_prefix=False)
+    for layer in (0, 2):
+        diff = (shared.vectors[layer] - full.vectors[layer]).abs().max().item()
+        assert diff < 1e-5, (layer, diff)
