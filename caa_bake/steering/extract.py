@@ -185,19 +185,19 @@ def _run_head(model: nn.Module, ids: list[int], layers: Sequence[int]) -> _Head:
 
 def _shared_prefix_acts(
     model: nn.Module,
-    chunk: Sequence[tuple[EncodedPrompt, EncodedPrompt]],
+    splits: Sequence[tuple[list[int], list[list[int]]]],
     pad_id: int,
     layers: Sequence[int],
     head: _Head | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Answer-token block outputs for ``chunk`` (rows: match, other, match, ...) via a KV cache.
+    """Answer-token block outputs for pairs split by :func:`_split_pair` (rows: match, other,
+    match, ...) via a KV cache.
 
     Prefixes run once, left-padded (so every row's cache ends at the same column); then the
     cache is duplicated per pair and both suffixes run on top of it, right-padded. With a
     ``head`` (tokens every prefix starts with, already cached) only the rest of each prefix
     runs: after the head's columns, left-padded, positions continuing the head's.
     """
-    splits = [_split_pair(m, o) for m, o in chunk]
     skip = 0 if head is None else len(head.ids)
     prefixes = [EncodedPrompt(prefix[skip:], len(prefix) - skip - 1, 0) for prefix, _ in splits]
     ids, mask, pos, last = pad_batch(prefixes, pad_id, "left")
@@ -205,8 +205,8 @@ def _shared_prefix_acts(
         cache = DynamicCache(config=getattr(model, "config", None))
     else:
         cache = copy.deepcopy(head.cache)
-        cache.batch_repeat_interleave(len(chunk))
-        mask = torch.cat([torch.ones((len(chunk), skip), dtype=mask.dtype), mask], dim=1)
+        cache.batch_repeat_interleave(len(splits))
+        mask = torch.cat([torch.ones((len(splits), skip), dtype=mask.dtype), mask], dim=1)
         pos = pos + skip
     block_outputs_at(model, ids, mask, pos, last, [max(layers)], past_key_values=cache)
     cache.batch_repeat_interleave(2)
@@ -271,22 +271,24 @@ def extract_vectors(
     # longest first: similar lengths share a batch, and memory peaks on the first batch
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0].input_ids))
     head = None
+    splits = [_split_pair(m, o) for m, o in encoded] if share_prefix else []
     if share_prefix:
-        head_ids = _common_head([_split_pair(m, o)[0] for m, o in encoded])
+        head_ids = _common_head([prefix for prefix, _ in splits])
         if len(head_ids) >= _MIN_HEAD:
             head = _run_head(model, head_ids, layers)
     sums: dict[int, torch.Tensor] = {}
     kept: dict[int, torch.Tensor] = {}
     starts = range(0, len(order), batch_size)
     for start in progress(starts, desc=desc, total=len(starts), unit="batch"):
-        chunk = [encoded[i] for i in order[start : start + batch_size]]
+        batch = order[start : start + batch_size]
         if share_prefix:
-            acts = _shared_prefix_acts(model, chunk, pad_id, layers, head)
+            acts = _shared_prefix_acts(model, [splits[i] for i in batch], pad_id, layers, head)
         else:
+            chunk = [encoded[i] for i in batch]
             prompts = [p for pair in chunk for p in pair]  # matching, other, matching, ...
             ids, mask, pos_ids, answer_pos = pad_batch(prompts, pad_id, padding_side)
             acts = block_outputs_at(model, ids, mask, pos_ids, answer_pos, layers)
-        rows = torch.tensor(order[start : start + batch_size])
+        rows = torch.tensor(batch)
         for layer, act in acts.items():
             diff = (act[0::2] - act[1::2]).double().sum(dim=0)
             sums[layer] = sums[layer] + diff if layer in sums else diff
