@@ -19,6 +19,7 @@ __all__ = [
     "QuietOpt",
     "RevisionOpt",
     "TestDatasetOpt",
+    "VectorDtypeOpt",
     "apply_quiet",
     "normalize_with",
     "register_dataset",
@@ -41,6 +42,15 @@ DtypeOpt = Annotated[
         "--dtype",
         help="auto (= float32, measured: BENCHMARKS.md), float32/fp32, bfloat16/bf16 or "
         "float16/fp16. Half precision needs native support on CPU (AMX / AVX512-BF16).",
+    ),
+]
+
+VectorDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vector-dtype",
+        help="dtype of the cached vectors to use (e.g. bfloat16 for vectors extracted on a "
+        "GPU); default: --dtype. A vector cached in another dtype is re-extracted.",
     ),
 ]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DtypeOpt, ModelOpt, QuietOpt, apply_quiet, say
+from cli.common import DtypeOpt, ModelOpt, QuietOpt, VectorDtypeOpt, apply_quiet, say
 
 __all__ = ["register"]
 
@@ -75,14 +75,7 @@ def generate(
         bool, typer.Option("--no-normalize", help="Bake the raw vector, not the normalized one.")
     ] = False,
     dtype: DtypeOpt = "auto",
-    vector_dtype: Annotated[
-        str | None,
-        typer.Option(
-            "--vector-dtype",
-            help="dtype of the cached vectors to bake (e.g. bfloat16 for vectors extracted on "
-            "a GPU); default: --dtype. A vector in another dtype is re-extracted.",
-        ),
-    ] = None,
+    vector_dtype: VectorDtypeOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda (in process).")] = "cpu",
     run: Annotated[
         str | None,

@@ -1,4 +1,5 @@
-"""What every part of caa-bake uses: atomic outputs, errors, hashing, paths, progress.
+"""What every part of caa-bake uses: atomic outputs, errors, hashing, paths, progress,
+the multiplier list.
 
 The public face of ``caa_bake.core``: other subpackages and the CLI import these names
 from ``caa_bake.core``; its modules are internal to it. Names load on first use
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from caa_bake.core.errors import CaaBakeError
     from caa_bake.core.faces import lazy_exports
     from caa_bake.core.hashing import file_sha256
+    from caa_bake.core.multipliers import parse_multipliers
     from caa_bake.core.paths import (
         cache_dir,
         datasets_dir,
@@ -67,6 +69,7 @@ __all__ = [
     "is_quiet",
     "lazy_exports",
     "owner_fds",
+    "parse_multipliers",
     "progress",
     "results_dir",
     "scratch_dir",
@@ -94,6 +97,7 @@ _SOURCES = {
     "is_quiet": "progress",
     "lazy_exports": "faces",
     "owner_fds": "atomic",
+    "parse_multipliers": "multipliers",
     "results_dir": "paths",
     "scratch_dir": "atomic",
     "set_quiet": "progress",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from caa_bake import __version__
-from caa_bake.core import CaaBakeError, is_quiet, results_dir
+from caa_bake.core import CaaBakeError, is_quiet, parse_multipliers, results_dir
 from caa_bake.data import (
     CAA_BEHAVIORS,
     ab_eval_path,
@@ -37,7 +36,7 @@ from caa_bake.evaluation.tasks import (
     task_behavior,
     tasks_dir,
 )
-from caa_bake.models import ModelRef, dtype_name
+from caa_bake.models import ModelRef, dtype_name, parse_dtype
 from caa_bake.steering import ModelLoader
 
 if TYPE_CHECKING:
@@ -51,6 +50,7 @@ __all__ = [
     "behavior_provenance",
     "check_behaviors",
     "check_limit",
+    "check_vector_dtype",
     "describe_set",
     "load_for_eval",
     "make_lm",
@@ -59,30 +59,10 @@ __all__ = [
     "provenance",
     "scored_tail",
     "tasks_sha256",
+    "vector_loader",
 ]
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def parse_multipliers(text: str) -> list[float]:
-    """``"-1,0,1"`` -> ``[-1.0, 0.0, 1.0]`` (sorted, unique, finite)."""
-    values: set[float] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise CaaBakeError(
-                f"cannot read multipliers {text!r}: use numbers separated by commas, e.g. -1,0,1"
-            ) from None
-        if not math.isfinite(value):
-            raise CaaBakeError(f"multiplier must be a finite number, got {part}")
-        values.add(value + 0.0)  # -0.0 -> 0.0
-    if not values:
-        raise CaaBakeError("no multipliers given (e.g. --mults -1,0,1)")
-    return sorted(values)
 
 
 def check_limit(limit: int | None) -> int | None:
@@ -192,6 +172,26 @@ def load_for_eval(
     model, tokenizer = loader.get()
     setup = prompt_setup(tokenizer, getattr(model, "config", None))
     return LoadedModel(ref, loader, model, tokenizer, setup, steering_tail(tokenizer, setup.style))
+
+
+def check_vector_dtype(name: str | None) -> torch.dtype | None:
+    """``--vector-dtype``: None (the run's own dtype) or an explicit dtype (not ``auto``)."""
+    if name is None:
+        return None
+    dtype = parse_dtype(name)
+    if dtype is None:
+        raise CaaBakeError("--vector-dtype must name a dtype (float32, bfloat16, float16)")
+    return dtype
+
+
+def vector_loader(loaded: LoadedModel, vector_dtype: str | None) -> ModelLoader:
+    """The loader whose dtype the steering vectors must have: the run's own model, or for
+    ``--vector-dtype`` another dtype (cached vectors of a bfloat16 GPU run are then used as
+    they are on a float32 CPU; that loader loads the model only if a vector is missing)."""
+    dtype = check_vector_dtype(vector_dtype)
+    if dtype is None or dtype == loaded.loader.dtype:
+        return loaded.loader
+    return ModelLoader(loaded.ref, dtype=dtype, device=loaded.loader.device)
 
 
 def scored_tail(inps: torch.Tensor, longest_continuation: int) -> int:

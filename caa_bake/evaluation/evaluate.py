@@ -25,12 +25,14 @@ from caa_bake.evaluation.common import (
     behavior_provenance,
     check_behaviors,
     check_limit,
+    check_vector_dtype,
     describe_set,
     load_for_eval,
     make_lm,
     prepare_run_dir,
     provenance,
     tasks_sha256,
+    vector_loader,
 )
 from caa_bake.evaluation.report import write_eval_report
 from caa_bake.evaluation.tables import Row
@@ -102,6 +104,7 @@ def _run_variant(
 def _check_job(job: EvalJob) -> None:
     check_limit(job.limit)
     parse_dtype(job.dtype)
+    check_vector_dtype(job.vector_dtype)
     unknown = [k for k in job.kinds if k not in STEERED_KINDS]
     if unknown:
         raise CaaBakeError(f"unknown kind(s) {', '.join(unknown)}; valid: baked, hooks")
@@ -129,6 +132,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
     loaded = load_for_eval(ref, device, dtype)
     status(f"running in {loaded.dtype} on {device}")
     vectors = {}
+    vectors_from = vector_loader(loaded, job.vector_dtype)
     if any(v.behavior for v in plan):
         for behavior in behaviors:
             status(
@@ -139,7 +143,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                 behavior,
                 [job.layer],
                 normalized=True,
-                loader=loaded.loader,
+                loader=vectors_from,
                 normalize_with=job.normalize_with,
             )
     results: list[VariantResult] = []
@@ -181,6 +185,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                     "norm": v.norms()[job.layer],
                     "normalization": _normalization(v),
                     "dataset_sha256": v.metadata.get("dataset_sha256", ""),
+                    "dtype": v.metadata.get("dtype") or "float32",
                 }
                 for b, v in vectors.items()
             },

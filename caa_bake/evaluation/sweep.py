@@ -26,12 +26,14 @@ from caa_bake.evaluation.common import (
     behavior_provenance,
     check_behaviors,
     check_limit,
+    check_vector_dtype,
     describe_set,
     load_for_eval,
     make_lm,
     prepare_run_dir,
     provenance,
     tasks_sha256,
+    vector_loader,
 )
 from caa_bake.evaluation.reference_hooks import steer_from_tail
 from caa_bake.evaluation.report import write_sweep_report
@@ -64,6 +66,8 @@ class SweepJob:
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
+    #: dtype of the cached vectors to use (e.g. bfloat16 ones from a GPU run); None: ``dtype``
+    vector_dtype: str | None = None
     positions: str = "all"
     run: str | None = None
     force: bool = False
@@ -118,6 +122,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
     started = time.perf_counter()
     check_limit(job.limit)
     parse_dtype(job.dtype)
+    check_vector_dtype(job.vector_dtype)
     if job.positions not in POSITIONS:
         raise CaaBakeError(f"unknown --positions {job.positions!r}; use all or reference")
     behaviors = check_behaviors(job.behaviors)
@@ -150,6 +155,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
         "eval_tasks": tasks_sha256(),
     }
     base = _unsteered(lm, loaded, behaviors, log, common, job.limit, status)
+    vectors_from = vector_loader(loaded, job.vector_dtype)
     vectors = {}
     for behavior in behaviors:
         status(
@@ -161,7 +167,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
             behavior,
             layers,
             normalized=True,
-            loader=loaded.loader,
+            loader=vectors_from,
             normalize_with=job.normalize_with,
         )
     points: list[SweepPoint] = []
@@ -218,6 +224,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
             "vector_dataset_sha256": {
                 b: v.metadata.get("dataset_sha256", "") for b, v in vectors.items()
             },
+            "vector_dtype": {b: v.metadata.get("dtype") or "float32" for b, v in vectors.items()},
             "wall_s": wall,
         }
     )

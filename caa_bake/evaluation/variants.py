@@ -95,6 +95,8 @@ class EvalJob:
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
+    #: dtype of the cached vectors to use (e.g. bfloat16 ones from a GPU run); None: ``dtype``
+    vector_dtype: str | None = None
     run: str | None = None
     finetuned: tuple[Path, ...] = ()
     discover_finetuned: bool = True

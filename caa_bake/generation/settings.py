@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from caa_bake.core import CaaBakeError
+from caa_bake.core import CaaBakeError, parse_multipliers
 
 __all__ = ["Sampler", "fmt_mult", "parse_mults", "settings_digest"]
 
@@ -78,23 +78,7 @@ def settings_digest(record: dict[str, Any]) -> str:
 
 def parse_mults(text: str) -> list[float]:
     """``"-1,0,1"`` -> ``[-1.0, 0.0, 1.0]`` (finite, no duplicates, order kept)."""
-    values: list[float] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise CaaBakeError(f"--mults: '{part}' is not a number (e.g. -1,0,1)") from None
-        if not math.isfinite(value):
-            raise CaaBakeError(f"--mults: '{part}' is not a finite number")
-        if value in values:
-            raise CaaBakeError(f"--mults: {part} is given twice")
-        values.append(value + 0.0)  # -0.0 -> 0.0
-    if not values:
-        raise CaaBakeError("--mults names no multiplier (e.g. -1,0,1)")
-    return values
+    return parse_multipliers(text, keep_order=True)
 
 
 def fmt_mult(value: float) -> str:

@@ -17,44 +17,10 @@ from caa_bake.evaluation.common import (
     PartialLog,
     check_behaviors,
     check_limit,
-    parse_multipliers,
     prepare_run_dir,
     tasks_sha256,
 )
 from caa_bake.evaluation.tasks import tasks_dir
-
-
-@pytest.mark.parametrize(
-    ("text", "values"),
-    [
-        ("-1,0,1", [-1.0, 0.0, 1.0]),
-        ("1, -1 ,0.5", [-1.0, 0.5, 1.0]),
-        ("2,2,2.0", [2.0]),
-        ("-0", [0.0]),
-        ("1,,", [1.0]),
-        ("1e-1", [0.1]),
-    ],
-)
-def test_multipliers_are_sorted_unique_floats(text: str, values: list[float]) -> None:
-    parsed = parse_multipliers(text)
-    assert parsed == values
-    assert all(str(v) != "-0.0" for v in parsed)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("a,b", "cannot read multipliers 'a,b': use numbers separated by commas, e.g. -1,0,1"),
-        ("1;2", "cannot read multipliers '1;2'"),
-        ("inf", "multiplier must be a finite number, got inf"),
-        ("0,-nan", "multiplier must be a finite number, got -nan"),
-        ("", "no multipliers given (e.g. --mults -1,0,1)"),
-        (" , ", "no multipliers given"),
-    ],
-)
-def test_bad_multipliers(text: str, message: str) -> None:
-    with pytest.raises(CaaBakeError, match=re.escape(message)):
-        parse_multipliers(text)
 
 
 def test_limit() -> None:

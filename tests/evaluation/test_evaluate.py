@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +315,42 @@ def test_cli_bad_input_one_line(
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_vector_dtype_uses_vectors_cached_in_another_dtype(
+    tmp_path: Path, tiny_models: dict[str, Path], pulled_datasets: Path, monkeypatch: Any
+) -> None:
+    """``--vector-dtype bfloat16`` evaluates in float32 with vectors a bf16 run cached (as a
+    GPU run leaves them), instead of re-extracting them in float32; the files stay as they are
+    and the results record the vectors' dtype."""
+    env = cached_workspace(tmp_path, tiny_models["llama"], pulled_datasets)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ref = resolve_model(str(tiny_models["llama"]))
+    folder = tmp_path / "vectors" / ref.slug
+    for path in folder.glob("*.safetensors"):
+        cached = SteeringVector.load(path)
+        SteeringVector(
+            {layer: cached[layer] for layer in cached.layer_ids},
+            {**cached.metadata, "dtype": "bfloat16"},
+        ).save(path)
+    before = {p.name: p.read_bytes() for p in folder.glob("*.safetensors")}
+    job = EvalJob(
+        behaviors=["refusal"],
+        layer=LAYER,
+        multipliers=[1.0],
+        tasks="ab",
+        limit=2,
+        model=str(tiny_models["llama"]),
+        kinds=("hooks",),
+        discover_finetuned=False,
+        vector_dtype="bf16",
+        run="vector-dtype",
+    )
+    run = run_eval_job(job, status=_quiet)
+    meta = json.loads((run.folder / "results.json").read_text())
+    assert meta["dtype"] == "float32"
+    assert meta["vectors"]["refusal"]["dtype"] == "bfloat16"
+    assert {p.name: p.read_bytes() for p in folder.glob("*.safetensors")} == before
+    with pytest.raises(CaaBakeError, match="--vector-dtype must name a dtype"):
+        run_eval_job(replace(job, vector_dtype="auto", run="never"), status=_quiet)

@@ -152,6 +152,7 @@ def test_sweep_reference_positions(env: dict[str, str], tiny_models: dict[str, P
         ({"layers": "3-1"}, "empty"),
         ({"limit": 0}, "--limit must be a positive"),
         ({"behaviors": []}, "name a behavior"),
+        ({"vector_dtype": "auto"}, "--vector-dtype must name a dtype"),
     ],
 )
 def test_sweep_bad_input(

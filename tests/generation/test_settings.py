@@ -57,7 +57,12 @@ def test_parse_mults() -> None:
     assert parse_mults("-1,0,1") == [-1.0, 0.0, 1.0]
     assert parse_mults(" 2 , -0 ,0.5,") == [2.0, 0.0, 0.5]
     assert str(parse_mults("-0")[0]) == "0.0"  # -0 is the unbaked model, written 0
-    for bad, message in [("a", "not a number"), ("1,1", "twice"), ("inf", "finite"), (",", "no")]:
+    for bad, message in [
+        ("a", "cannot read"),
+        ("1,1", "twice"),
+        ("inf", "finite"),
+        (",", "no mult"),
+    ]:
         with pytest.raises(CaaBakeError, match=message):
             parse_mults(bad)
 
