@@ -35,7 +35,9 @@ def reference_loop(
     for i, block in enumerate(decoder_blocks(model)):
 
         def keep(_m: nn.Module, _a: object, out: object, i: int = i) -> None:
-            saved[i] = (out[0] if isinstance(out, tuple) else out).detach()  # type: ignore[index]
+            hidden = out[0] if isinstance(out, tuple) else out
+            assert isinstance(hidden, torch.Tensor)
+            saved[i] = hidden.detach()
 
         hooks.append(block.register_forward_hook(keep))
     diffs = []
@@ -86,13 +88,10 @@ def main() -> None:
             model, tokenizer, pairs, [args.layer], batch_size=args.batch_size
         ).vectors[args.layer]
     gc.collect()
-    run_wide_head = extract._MIN_HEAD
-    extract._MIN_HEAD = 10**9  # the shared chat-template head re-run in every batch
-    with measure() as nohead_m:
+    with measure() as nohead_m:  # the shared chat-template head re-run in every batch
         nohead = extract.extract_vectors(
-            model, tokenizer, pairs, [args.layer], batch_size=args.batch_size
+            model, tokenizer, pairs, [args.layer], batch_size=args.batch_size, share_head=False
         ).vectors[args.layer]
-    extract._MIN_HEAD = run_wide_head
     cos = torch.nn.functional.cosine_similarity(base_vec, ours, dim=0).item()
     rows = [
         ("reference loop (batch 1, full forward)", base_m),

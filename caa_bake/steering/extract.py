@@ -43,9 +43,6 @@ POSITION_RULE = (
 )
 
 
-_MIN_HEAD = 1  # tokens; any shared head saves its recomputation in every batch
-
-
 class _StopForward(Exception):
     """Raised by the deepest hook to end the forward pass early."""
 
@@ -237,6 +234,7 @@ def extract_vectors(
     padding_side: Literal["left", "right"] = "right",
     style: PromptStyle | None = None,
     share_prefix: bool = True,
+    share_head: bool = True,
     desc: str = "extracting",
     keep: bool = False,
 ) -> ExtractionResult:
@@ -252,6 +250,9 @@ def extract_vectors(
         style: prompt style override (default: detected from the tokenizer).
         share_prefix: run each pair's common prefix once (KV cache); ``padding_side`` then
             only applies when this is off.
+        share_head: with ``share_prefix``, also run the head every prompt starts with (the
+            chat template's system prompt and user header) once per call instead of once per
+            batch. Off only to measure what it saves (``benchmarks/extract.py``).
         desc: progress-bar label.
         keep: also return every pair's two activations (``ExtractionResult.activations``).
 
@@ -272,9 +273,9 @@ def extract_vectors(
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0].input_ids))
     head = None
     splits = [_split_pair(m, o) for m, o in encoded] if share_prefix else []
-    if share_prefix:
+    if share_prefix and share_head:
         head_ids = _common_head([prefix for prefix, _ in splits])
-        if len(head_ids) >= _MIN_HEAD:
+        if head_ids:
             head = _run_head(model, head_ids, layers)
     sums: dict[int, torch.Tensor] = {}
     kept: dict[int, torch.Tensor] = {}

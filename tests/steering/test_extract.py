@@ -157,7 +157,9 @@ def test_long_shared_head_matches_the_reference(tiny_models: dict[str, Path], ar
     model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_models[arch])
     shared = extract_vectors(model, tok, pairs, [0, 2], batch_size=3, share_prefix=True)
+    per_batch = extract_vectors(model, tok, pairs, [0, 2], batch_size=3, share_head=False)
     full = extract_vectors(model, tok, pairs, [0, 2], batch_size=3, share_prefix=False)
     for layer in (0, 2):
-        diff = (shared.vectors[layer] - full.vectors[layer]).abs().max().item()
-        assert diff < 1e-5, (layer, diff)
+        for other in (per_batch, full):  # head once per run, once per batch, no sharing
+            diff = (shared.vectors[layer] - other.vectors[layer]).abs().max().item()
+            assert diff < 1e-5, (layer, diff)
