@@ -206,8 +206,8 @@ def main() -> None:
         f"behaviors x mults {[0.0, *args.mults]} at L{args.eval_layer}"
     )
     ref = _run(args, torch.float32, layers)
-    half = _run(args, args.half, layers)
-    _report(args, layers, ref, half)
+    half_run = _run(args, args.half, layers)
+    _report(args, layers, ref, half_run)
 
 
 if __name__ == "__main__":

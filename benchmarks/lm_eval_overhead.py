@@ -48,7 +48,7 @@ def main() -> None:
             ("lm-eval default", _lm_eval_default),
             ("caa-bake (versions only)", light),
         ):
-            tasks_module.light_env_info = patch  # type: ignore[assignment]
+            tasks_module.light_env_info = patch
             try:
                 with measure() as m:
                     run_tasks(lm, [args.task], loaded.setup, limit=args.limit)
