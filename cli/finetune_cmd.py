@@ -72,7 +72,12 @@ def finetune(
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Shuffling / init seed.")] = 0,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Stop after N steps (smoke tests).")
+        int | None,
+        typer.Option(
+            "--max-steps",
+            help="Stop after N steps: a seeded sample of the split (the first items of the "
+            "shuffled order, the same for pos and neg).",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
