@@ -185,7 +185,7 @@ def run_eval_job(job: EvalJob, *, status: Status) -> EvalRun:
                     "norm": v.norms()[job.layer],
                     "normalization": _normalization(v),
                     "dataset_sha256": v.metadata.get("dataset_sha256", ""),
-                    "dtype": v.metadata.get("dtype") or "float32",
+                    "dtype": v.extraction_dtype,
                 }
                 for b, v in vectors.items()
             },

@@ -224,7 +224,7 @@ def run_sweep_job(job: SweepJob, *, status: Status) -> SweepRun:
             "vector_dataset_sha256": {
                 b: v.metadata.get("dataset_sha256", "") for b, v in vectors.items()
             },
-            "vector_dtype": {b: v.metadata.get("dtype") or "float32" for b, v in vectors.items()},
+            "vector_dtype": {b: v.extraction_dtype for b, v in vectors.items()},
             "wall_s": wall,
         }
     )

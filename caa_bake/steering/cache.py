@@ -137,11 +137,6 @@ def _reusable(cached: SteeringVector, ref: ModelRef, data: BehaviorData) -> bool
     )
 
 
-def _cached_dtype(cached: SteeringVector) -> str:
-    """The dtype a cached vector was extracted in (files without the field: float32)."""
-    return cached.metadata.get("dtype") or "float32"
-
-
 def _reusable_activations(
     path: Path, ref: ModelRef, data: BehaviorData, dtype: str
 ) -> ActivationSet | None:
@@ -181,9 +176,9 @@ def extract_behavior(
         cached = None
     wanted = dtype_name(loader.dtype)
     desc = data.name
-    if cached is not None and _cached_dtype(cached) != wanted:
+    if cached is not None and cached.extraction_dtype != wanted:
         # keep the file's layers, but all of them re-extracted in the requested dtype
-        desc = f"{data.name} (cached in {_cached_dtype(cached)}; re-extracting in {wanted})"
+        desc = f"{data.name} (cached in {cached.extraction_dtype}; re-extracting in {wanted})"
         layers = sorted(set(layers) | set(cached.layer_ids))
         cached = None
     have = set(cached.layer_ids) if cached is not None else set()

@@ -62,6 +62,11 @@ class SteeringVector:
     def layer_ids(self) -> list[int]:
         return sorted(self.layers)
 
+    @property
+    def extraction_dtype(self) -> str:
+        """The dtype the vector was extracted in (files without the field: float32)."""
+        return str(self.metadata.get("dtype") or "float32")
+
     def __getitem__(self, layer: int) -> torch.Tensor:
         if layer not in self.layers:
             have = ", ".join(str(x) for x in self.layer_ids)

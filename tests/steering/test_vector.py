@@ -143,3 +143,9 @@ def test_normalize_to_set() -> None:
     info = json.loads(got.metadata["normalization"])
     assert info["behaviors"] == ["a", "b", "c"] and "not a member" in info["rule"]
     assert info["original_norm"]["1"] == pytest.approx(float(out[1].norm()))
+
+
+def test_extraction_dtype_defaults_to_float32() -> None:
+    direction = {0: torch.ones(4)}
+    assert SteeringVector(direction, {}).extraction_dtype == "float32"  # files before the field
+    assert SteeringVector(direction, {"dtype": "bfloat16"}).extraction_dtype == "bfloat16"
