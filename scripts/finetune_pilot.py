@@ -29,11 +29,23 @@ import torch
 import torch.nn.functional as F
 
 from caa_bake.data.datasets import load_pairs
-from caa_bake.finetune.data import TrainExample, build_examples, collate
+from caa_bake.finetune.data import Batch, TrainExample, build_examples, collate
 from caa_bake.models.loading import load_model, resolve_model
 from caa_bake.models.prompts import detect_style
 
 HELD_OUT = 16
+
+
+def answer_logits(model: Any, batch: Batch) -> torch.Tensor:
+    """Next-token logits at the end of each (left-padded) prompt: ``[rows, vocab]``."""
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1].float()
 
 
 def p_match(
@@ -46,14 +58,7 @@ def p_match(
         for start in range(0, len(items), 8):
             chunk = list(items[start : start + 8])
             batch = collate([pos[i] for i in chunk], pad_id=0)
-            logits = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1]
-            probs = logits.float().softmax(-1)
+            probs = answer_logits(model, batch).softmax(-1)
             for row, i in enumerate(chunk):
                 match, other = probs[row, pos[i].target_id], probs[row, neg[i].target_id]
                 scores.append(float(match / (match + other)))
@@ -107,14 +112,7 @@ def main() -> None:
         start, losses = time.perf_counter(), []
         for i in train:
             batch = collate([pos[i]], pad_id=0)
-            out = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            )
-            loss = F.cross_entropy(out.logits[:, -1].float(), batch.targets)
+            loss = F.cross_entropy(answer_logits(model, batch), batch.targets)
             loss.backward()
             opt.step()
             opt.zero_grad()

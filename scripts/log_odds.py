@@ -25,7 +25,6 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: scripts/log_odds.py results/<run>/samples.jsonl")
     groups: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
-    decided: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
     for line in Path(sys.argv[1]).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["target"] not in ("A", "B"):
@@ -34,17 +33,14 @@ def main() -> None:
             (row["p_a"], row["p_b"]) if row["target"] == "A" else (row["p_b"], row["p_a"])
         )
         value = math.log(max(match, FLOOR)) - math.log(max(other, FLOOR))
-        key = (row["task"], row["state"], row["kind"], row["multiplier"])
-        groups[key].append(value)
-        decided[key].append(abs(value))
+        groups[(row["task"], row["state"], row["kind"], row["multiplier"])].append(value)
     print("| task | finetuning | kind | m | items | mean log-odds | median | mean abs |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for key, values in sorted(groups.items()):
-        task, state, kind, mult = key
+    for (task, state, kind, mult), values in sorted(groups.items()):
         print(
             f"| {task} | {state} | {kind} | {mult:g} | {len(values)} | "
             f"{statistics.fmean(values):.2f} | {statistics.median(values):.2f} | "
-            f"{statistics.fmean(decided[key]):.2f} |"
+            f"{statistics.fmean(abs(v) for v in values):.2f} |"
         )
 
 
